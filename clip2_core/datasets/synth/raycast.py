@@ -1,0 +1,323 @@
+"""Vectorised ray casting against oriented boxes, vertical cylinders, ellipsoids and one plane.
+
+Every object of the synthetic world is a handful of primitives. A sensor casts a *grid* of rays
+from its own origin (a LiDAR: beams x azimuth columns; a camera: pixel rows x columns). For each
+primitive only the grid window that its bounding sphere can cover is intersected, so the cost is
+proportional to the rays that can actually hit it. The nearest hit per ray wins (z-buffer).
+
+All arrays here are in the *sensor* frame: rays start at the origin.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+BOX, CYLINDER, ELLIPSOID = 0, 1, 2
+_EPS = 1e-9
+_CUBE = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+_CUBE_EDGES = np.array(
+    [[i, j] for i in range(8) for j in range(i + 1, 8) if int(np.abs(_CUBE[i] - _CUBE[j]).sum()) == 2], dtype=np.int64
+)
+
+
+@dataclass
+class Primitives:
+    """A set of solid primitives, each with its own local frame.
+
+    Local frame of a cylinder: axis along local z. Sizes are half extents.
+    """
+
+    kind: np.ndarray  # (P,) int8: BOX, CYLINDER or ELLIPSOID
+    R: np.ndarray  # (P, 3, 3) float64 local -> frame rotation
+    c: np.ndarray  # (P, 3) float64 centre in the frame
+    half: np.ndarray  # (P, 3) float64 half extents (box hx,hy,hz; cylinder r,r,hz; ellipsoid rx,ry,rz)
+    material: np.ndarray  # (P,) int32 index into the material table
+    owner: np.ndarray  # (P,) int32 object index, -1 for static structure
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])
+
+    @property
+    def radius(self) -> np.ndarray:
+        """(P,) bounding-sphere radius."""
+        return np.linalg.norm(self.half, axis=1)
+
+    def transformed(self, R: np.ndarray, t: np.ndarray) -> "Primitives":
+        """The same primitives expressed in another frame: p' = R p + t."""
+        return Primitives(
+            kind=self.kind,
+            R=np.einsum("ij,pjk->pik", R, self.R),
+            c=self.c @ R.T + t,
+            half=self.half,
+            material=self.material,
+            owner=self.owner,
+        )
+
+    def subset(self, mask: np.ndarray) -> "Primitives":
+        return Primitives(self.kind[mask], self.R[mask], self.c[mask], self.half[mask], self.material[mask], self.owner[mask])
+
+    @staticmethod
+    def concat(parts: "list[Primitives]") -> "Primitives":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Primitives(
+                np.zeros(0, np.int8), np.zeros((0, 3, 3)), np.zeros((0, 3)), np.zeros((0, 3)),
+                np.zeros(0, np.int32), np.zeros(0, np.int32),
+            )
+        return Primitives(
+            kind=np.concatenate([p.kind for p in parts]),
+            R=np.concatenate([p.R for p in parts]),
+            c=np.concatenate([p.c for p in parts]),
+            half=np.concatenate([p.half for p in parts]),
+            material=np.concatenate([p.material for p in parts]),
+            owner=np.concatenate([p.owner for p in parts]),
+        )
+
+
+def intersect(kind: int, R: np.ndarray, c: np.ndarray, half: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Intersect rays from the origin with one primitive.
+
+    Args:
+        dirs: (n, 3) unit ray directions in the sensor frame.
+    Returns:
+        t: (n,) distance to the first hit in front of the origin, ``inf`` where the ray misses.
+        normal: (n, 3) outward unit normal at the hit in the sensor frame (undefined on misses).
+    """
+    d = dirs @ R  # (n, 3) = R^T d
+    o = -(c @ R)  # (3,)  = R^T (0 - c)
+    n = d.shape[0]
+    if kind == BOX:
+        dd = np.where(np.abs(d) < _EPS, _EPS, d)
+        inv = 1.0 / dd
+        t1 = (-half - o) * inv
+        t2 = (half - o) * inv
+        tn = np.minimum(t1, t2)
+        tf = np.maximum(t1, t2)
+        axis = np.argmax(tn, axis=1)
+        t_near = tn[np.arange(n), axis]
+        t_far = tf.min(axis=1)
+        hit = (t_far >= t_near) & (t_near > _EPS)
+        t = np.where(hit, t_near, np.inf)
+        nl = np.zeros((n, 3))
+        nl[np.arange(n), axis] = -np.sign(dd[np.arange(n), axis])
+    elif kind == CYLINDER:
+        r, hz = half[0], half[2]
+        a = d[:, 0] ** 2 + d[:, 1] ** 2
+        b = 2.0 * (o[0] * d[:, 0] + o[1] * d[:, 1])
+        cc = o[0] ** 2 + o[1] ** 2 - r * r
+        disc = b * b - 4.0 * a * cc
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ts = (-b - np.sqrt(disc)) / (2.0 * a)
+        zs = o[2] + ts * d[:, 2]
+        side = (disc >= 0) & (a > _EPS) & (ts > _EPS) & (np.abs(zs) <= hz)
+        t_side = np.where(side, ts, np.inf)
+        # the cap facing the origin
+        zc = hz if o[2] > 0 else -hz
+        dz = np.where(np.abs(d[:, 2]) < _EPS, _EPS, d[:, 2])
+        tc = (zc - o[2]) / dz
+        pc = o[:2] + tc[:, None] * d[:, :2]
+        cap = (tc > _EPS) & ((pc ** 2).sum(1) <= r * r) & (abs(o[2]) > hz)
+        t_cap = np.where(cap, tc, np.inf)
+        use_cap = t_cap < t_side
+        t = np.minimum(t_side, t_cap)
+        p = o + np.where(np.isfinite(t), t, 0.0)[:, None] * d
+        nl = np.zeros((n, 3))
+        nl[:, 0] = p[:, 0] / r
+        nl[:, 1] = p[:, 1] / r
+        nl[use_cap] = (0.0, 0.0, np.sign(zc))
+    else:  # ELLIPSOID
+        os_ = o / half
+        ds = d / half
+        a = (ds ** 2).sum(1)
+        b = 2.0 * (ds @ os_)
+        cc = float(os_ @ os_) - 1.0
+        disc = b * b - 4.0 * a * cc
+        with np.errstate(invalid="ignore"):
+            ts = (-b - np.sqrt(disc)) / (2.0 * a)
+        hit = (disc >= 0) & (ts > _EPS)
+        t = np.where(hit, ts, np.inf)
+        p = o + np.where(hit, ts, 0.0)[:, None] * d
+        nl = p / (half ** 2)
+        nl /= np.linalg.norm(nl, axis=1, keepdims=True) + _EPS
+    normal = nl @ R.T
+    return t, normal
+
+
+class RayGrid:
+    """A grid of unit rays from the sensor origin with a window lookup for bounding spheres."""
+
+    dirs: np.ndarray  # (H, W, 3) unit directions, sensor frame
+    shape: Tuple[int, int]
+
+    def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
+        """Flat ray indices that may hit a primitive (bounding radius, oriented box R/half); None when none can."""
+        raise NotImplementedError
+
+
+class LidarGrid(RayGrid):
+    """Spinning LiDAR: rows are beams (elevations ascending), columns uniform azimuths.
+
+    Sensor frame: azimuth measured from +x towards +y, elevation from the xy-plane up.
+    """
+
+    def __init__(self, elevations_deg: np.ndarray, n_azimuth: int):
+        self.elev = np.deg2rad(np.sort(np.asarray(elevations_deg, dtype=np.float64)))
+        self.n_az = int(n_azimuth)
+        self.az = -np.pi + (np.arange(self.n_az) + 0.5) * (2 * np.pi / self.n_az)
+        ce, se = np.cos(self.elev), np.sin(self.elev)
+        self.dirs = np.stack(
+            [ce[:, None] * np.cos(self.az)[None, :], ce[:, None] * np.sin(self.az)[None, :], np.broadcast_to(se[:, None], (len(self.elev), self.n_az))],
+            axis=-1,
+        )
+        self.shape = (len(self.elev), self.n_az)
+        self._flat = np.arange(self.shape[0] * self.shape[1]).reshape(self.shape)
+        self._step = np.deg2rad(0.5)  # beam spacing slack
+
+    def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
+        dist = float(np.linalg.norm(centre))
+        if dist <= radius * 1.01:
+            return self._flat.reshape(-1)
+        corners = centre[None, :] + (_CUBE * half[None, :]) @ R.T  # (8, 3) oriented-box corners
+        rxy = float(np.max(np.hypot(corners[:, 0] - centre[0], corners[:, 1] - centre[1])))
+        horiz = float(np.hypot(centre[0], centre[1]))
+        zmin, zmax = float(corners[:, 2].min()), float(corners[:, 2].max())
+        r_min = max(horiz - rxy, 1e-3)
+        r_max = horiz + rxy
+        el_lo = np.arctan2(zmin, r_min if zmin < 0 else r_max)
+        el_hi = np.arctan2(zmax, r_min if zmax > 0 else r_max)
+        r0 = np.searchsorted(self.elev, el_lo - 1e-6, side="left")
+        r1 = np.searchsorted(self.elev, el_hi + 1e-6, side="right")
+        if r1 <= r0:
+            return None
+        if horiz <= rxy * 1.01:
+            cols = np.arange(self.n_az)
+        else:
+            azc = np.arctan2(centre[1], centre[0])
+            daz = np.mod(np.arctan2(corners[:, 1], corners[:, 0]) - azc + np.pi, 2 * np.pi) - np.pi
+            step = 2 * np.pi / self.n_az
+            c0 = int(np.floor((azc + daz.min() + np.pi) / step - 0.5))
+            c1 = int(np.ceil((azc + daz.max() + np.pi) / step - 0.5))
+            cols = np.arange(c0, c1 + 1) % self.n_az
+        return self._flat[r0:r1][:, cols].reshape(-1)
+
+
+class CameraGrid(RayGrid):
+    """Pinhole camera rays through pixel centres (optical frame: x right, y down, z forward)."""
+
+    def __init__(self, K: np.ndarray, width: int, height: int):
+        self.K = np.asarray(K, dtype=np.float64)
+        self.shape = (int(height), int(width))
+        u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+        pix = np.stack([u, v, np.ones_like(u)], axis=-1)
+        d = pix @ np.linalg.inv(self.K).T
+        self.depth_per_t = 1.0 / np.linalg.norm(d, axis=-1)  # z of a unit ray
+        self.dirs = d * self.depth_per_t[..., None]
+        self._flat = np.arange(height * width).reshape(self.shape)
+        # inward unit normals of the four side planes of the viewing frustum (through the origin)
+        corners = np.array([[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]], dtype=np.float64) @ np.linalg.inv(self.K).T
+        normals = [np.cross(corners[(i + 1) % 4], corners[i]) for i in range(4)]
+        self._side_normals = np.array([n / np.linalg.norm(n) for n in normals])
+        if (self._side_normals @ np.array([0.0, 0.0, 1.0]) < 0).any():
+            self._side_normals = -self._side_normals
+
+    def cull(self, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """(P,) True for bounding spheres entirely outside the viewing frustum."""
+        behind = centres[:, 2] + radius <= 0.05
+        outside = (centres @ self._side_normals.T < -radius[:, None]).any(axis=1)
+        return behind | outside
+
+    def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
+        near = 0.05
+        if centre[2] + radius <= near:
+            return None
+        corners = centre[None, :] + (_CUBE * half[None, :]) @ R.T  # (8, 3) oriented-box corners
+        front = corners[:, 2] > near
+        if not front.any():
+            return None
+        pts = [corners[front]]
+        if not front.all():  # clip the box's edges at the near plane: exact bound of the visible part
+            p0, p1 = corners[_CUBE_EDGES[:, 0]], corners[_CUBE_EDGES[:, 1]]
+            cross = (p0[:, 2] > near) != (p1[:, 2] > near)
+            if cross.any():
+                p0, p1 = p0[cross], p1[cross]
+                s_ = (near - p0[:, 2]) / (p1[:, 2] - p0[:, 2])
+                pts.append(p0 + s_[:, None] * (p1 - p0))
+        pts = np.concatenate(pts)
+        uv = pts @ self.K.T
+        u = uv[:, 0] / uv[:, 2]
+        v = uv[:, 1] / uv[:, 2]
+        h, w = self.shape
+        c0, c1 = int(max(0, np.floor(u.min()))), int(min(w, np.ceil(u.max()) + 1))
+        r0, r1 = int(max(0, np.floor(v.min()))), int(min(h, np.ceil(v.max()) + 1))
+        if c1 <= c0 or r1 <= r0:
+            return None
+        return self._flat[r0:r1, c0:c1].reshape(-1)
+
+
+@dataclass
+class Hits:
+    """Nearest hit per ray of a grid (flat arrays over H*W rays)."""
+
+    t: np.ndarray  # (n,) range along the unit ray, inf = no hit
+    prim: np.ndarray  # (n,) int primitive index, -1 = none / plane
+    normal: np.ndarray  # (n, 3) unit normal, sensor frame
+    silhouettes: Optional[dict] = None  # owner -> flat indices of rays hitting it, ignoring occlusion
+
+
+def cast(
+    grid: RayGrid,
+    prims: Primitives,
+    max_range: float,
+    plane: Optional[Tuple[np.ndarray, float]] = None,
+    collect_silhouettes: bool = False,
+) -> Hits:
+    """Cast every ray of ``grid`` against ``prims`` (sensor frame) and an optional plane ``n . p = d``.
+
+    The plane gets ``prim == -2``.
+    """
+    dirs = grid.dirs.reshape(-1, 3)
+    n = dirs.shape[0]
+    tbuf = np.full(n, np.inf)
+    pbuf = np.full(n, -1, dtype=np.int64)
+    nbuf = np.zeros((n, 3))
+    if plane is not None:
+        pn, pd = plane
+        denom = dirs @ pn
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tp = pd / denom
+        ok = (denom < -1e-6) & (tp > 0) & (tp < max_range)
+        tbuf[ok] = tp[ok]
+        pbuf[ok] = -2
+        nbuf[ok] = pn
+    sil: dict = {} if collect_silhouettes else None
+    radius = prims.radius
+    dist = np.linalg.norm(prims.c, axis=1)
+    near = dist - radius
+    if hasattr(grid, "cull"):
+        near = np.where(grid.cull(prims.c, radius), np.inf, near)
+    order = np.argsort(near, kind="stable")
+    for i in order[near[order] < max_range]:
+        idx = grid.window(prims.c[i], radius[i], prims.R[i], prims.half[i])
+        if idx is None or idx.size == 0:
+            continue
+        if not collect_silhouettes or prims.owner[i] < 0:  # rays already blocked nearer than this primitive can be skipped
+            idx = idx[tbuf[idx] > near[i]]
+            if idx.size == 0:
+                continue
+        t, nrm = intersect(int(prims.kind[i]), prims.R[i], prims.c[i], prims.half[i], dirs[idx])
+        hit = t < max_range
+        if not hit.any():
+            continue
+        if sil is not None and prims.owner[i] >= 0:
+            sil.setdefault(int(prims.owner[i]), []).append(idx[hit])
+        better = t < tbuf[idx]
+        if better.any():
+            j = idx[better]
+            tbuf[j] = t[better]
+            pbuf[j] = i
+            nbuf[j] = nrm[better]
+    if sil is not None:
+        sil = {k: np.unique(np.concatenate(v)) for k, v in sil.items()}
+    return Hits(t=tbuf, prim=pbuf, normal=nbuf, silhouettes=sil)
