@@ -1,0 +1,50 @@
+"""``clip2 bench``: measured speed of the stack's stages against named peers (results: BENCHMARKS.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+_DEFAULT_KITTI = Path(__file__).resolve().parents[2] / "test" / "data" / "kitti_000008"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (median times and ratios against peers)", description=__doc__)
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    c = bsub.add_parser(
+        "clustering",
+        help="ground removal + clustering vs sklearn DBSCAN and open3d cluster_dbscan",
+        description=(
+            "Times our ground removal + exact Euclidean clustering on a nuScenes-sized synthetic 32-beam sweep "
+            "and on the KITTI sample frame, against sklearn DBSCAN and open3d cluster_dbscan (where installed) "
+            "with eps = tolerance, min_samples = 1 (the same partition). Reports medians, ratio ours/peer and ARI."
+        ),
+    )
+    c.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    c.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
+    c.add_argument("--kitti", type=Path, default=_DEFAULT_KITTI, help="folder with the KITTI sample points.npy")
+    c.add_argument("--seed", type=int, default=0, help="seed of the synthetic sweep")
+    c.set_defaults(func=run_clustering)
+    try:  # issue 4's encoder benchmark registers itself when present
+        from clip2_core.cli.bench_encoder import add_encoder_bench
+    except ImportError:
+        pass
+    else:
+        add_encoder_bench(bsub)
+
+
+def run_clustering(args: argparse.Namespace) -> int:
+    from clip2_core.benchmarks.clustering import run_clustering_bench
+
+    rows = run_clustering_bench(args.kitti, repeats=args.repeats, seed=args.seed)
+    print(f"cpu threads available: {os.cpu_count()}")
+    print(f"{'sweep':<26} {'points':>7} {'ours ms':>8} {'peer':<22} {'peer ms':>8} {'ratio':>6} {'ARI':>6}")
+    for r in rows:
+        print(f"{r['sweep']:<26} {r['points']:>7} {r['ours_ms']:>8.2f} {r['peer']:<22} {r['peer_ms']:>8.2f} {r['ratio']:>6.2f} {r['ari']:>6.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"benchmark": "clustering", "results": rows}, indent=1))
+        print(f"wrote {args.json}")
+    return 0

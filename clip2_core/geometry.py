@@ -1,0 +1,315 @@
+"""Rigid transforms, camera projection, frustums, oriented boxes.
+
+Pure numpy. Boxes follow the convention in :mod:`clip2_core.types`: ``(M, 7)`` arrays
+``[x, y, z, l, w, h, yaw]`` with the geometric centre, ``l`` along the heading and ``yaw``
+about +z counter-clockwise from +x. Camera frames are OpenCV optical frames
+(x right, y down, z forward); ``T_lidar_to_cam`` maps LiDAR-frame points into them and
+``K`` maps camera-frame points to pixels: ``[u*z, v*z, z] = K @ p_cam``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+# Corner order of box_corners(): bottom face (z - h/2) then top face (z + h/2), each
+# counter-clockwise seen from above, starting at the front-left corner (+l/2, +w/2).
+_CORNER_SIGNS = np.array(
+    [
+        [1, 1, -1],
+        [-1, 1, -1],
+        [-1, -1, -1],
+        [1, -1, -1],
+        [1, 1, 1],
+        [-1, 1, 1],
+        [-1, -1, 1],
+        [1, -1, 1],
+    ],
+    dtype=np.float64,
+)
+# The 12 edges of a box as pairs of corner indices (bottom ring, top ring, verticals).
+BOX_EDGES = np.array(
+    [[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]],
+    dtype=np.int64,
+)
+
+
+def yaw_to_rotation(yaw: float) -> np.ndarray:
+    """Rotation about +z by ``yaw`` radians (CCW from +x). Returns (3, 3) float64."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def make_transform(R: np.ndarray, t: Sequence[float]) -> np.ndarray:
+    """4x4 homogeneous transform ``[[R, t], [0, 1]]`` from a (3, 3) rotation and (3,) translation."""
+    T = np.eye(4)
+    T[:3, :3] = np.asarray(R, dtype=np.float64).reshape(3, 3)
+    T[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
+    return T
+
+
+def invert_transform(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 transform (uses R^T, so R must be a rotation)."""
+    T = np.asarray(T, dtype=np.float64)
+    R, t = T[:3, :3], T[:3, 3]
+    return make_transform(R.T, -R.T @ t)
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 transform to (N, 3+) points; returns (N, 3) float64 (extra columns dropped)."""
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts.reshape(1, -1)[:, :3] if pts.ndim == 1 else pts.reshape(pts.shape[0], -1)[:, :3]
+    T = np.asarray(T, dtype=np.float64)
+    return pts @ T[:3, :3].T + T[:3, 3]
+
+
+def project_points(
+    points: np.ndarray,
+    K: np.ndarray,
+    T_lidar_to_cam: np.ndarray,
+    size_wh: Optional[Tuple[int, int]] = None,
+    min_depth: float = 1e-3,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project LiDAR-frame points into an image.
+
+    Args:
+        points: (N, 3+) LiDAR-frame points (extra columns ignored).
+        K: (3, 3) intrinsics. T_lidar_to_cam: (4, 4) LiDAR -> camera optical frame.
+        size_wh: image (width, height); when given, ``valid`` also requires ``0 <= u < W`` and
+            ``0 <= v < H``.
+        min_depth: points with camera depth <= this are invalid (behind or at the camera).
+
+    Returns:
+        uv (N, 2) float64 pixel coordinates (NaN where depth <= min_depth),
+        depth (N,) float64 camera z, valid (N,) bool.
+    """
+    p_cam = transform_points(T_lidar_to_cam, points)
+    depth = p_cam[:, 2]
+    front = depth > min_depth
+    uv = np.full((p_cam.shape[0], 2), np.nan)
+    if front.any():
+        proj = p_cam[front] @ np.asarray(K, dtype=np.float64).T
+        uv[front] = proj[:, :2] / proj[:, 2:3]
+    valid = front & np.isfinite(uv).all(axis=1)
+    if size_wh is not None:
+        w, h = size_wh
+        with np.errstate(invalid="ignore"):
+            valid &= (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    return uv, depth, valid
+
+
+def frustum_mask(
+    points: np.ndarray,
+    box2d: Sequence[float],
+    K: np.ndarray,
+    T_lidar_to_cam: np.ndarray,
+    near: float = 0.5,
+    far: float = 100.0,
+) -> np.ndarray:
+    """Points whose projection falls inside a 2D box, with camera depth in ``[near, far]``.
+
+    Args:
+        points: (N, 3+) LiDAR-frame points. box2d: (4,) ``x0, y0, x1, y1`` pixels.
+    Returns:
+        (N,) bool.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box2d)
+    uv, depth, valid = project_points(points, K, T_lidar_to_cam, min_depth=max(near, 1e-3) * 0.5)
+    with np.errstate(invalid="ignore"):
+        inside = (uv[:, 0] >= x0) & (uv[:, 0] <= x1) & (uv[:, 1] >= y0) & (uv[:, 1] <= y1)
+    return valid & inside & (depth >= near) & (depth <= far)
+
+
+def box_corners(boxes: np.ndarray) -> np.ndarray:
+    """Corners of oriented boxes.
+
+    Args:
+        boxes: (M, 7) or (7,) ``[x, y, z, l, w, h, yaw]``.
+    Returns:
+        (M, 8, 3) float64 (or (8, 3) for a single box), ordered as ``_CORNER_SIGNS``: bottom
+        face then top face, CCW from above starting front-left.
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    single = b.ndim == 1
+    b = b.reshape(-1, 7)
+    local = 0.5 * b[:, None, 3:6] * _CORNER_SIGNS[None]  # (M, 8, 3)
+    c, s = np.cos(b[:, 6])[:, None], np.sin(b[:, 6])[:, None]
+    x = c * local[..., 0] - s * local[..., 1] + b[:, None, 0]
+    y = s * local[..., 0] + c * local[..., 1] + b[:, None, 1]
+    z = local[..., 2] + b[:, None, 2]
+    out = np.stack([x, y, z], axis=-1)
+    return out[0] if single else out
+
+
+def points_to_box_frame(points: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """(N, 3) coordinates of points in a box's own frame (origin at its centre, x along the heading)."""
+    b = np.asarray(box, dtype=np.float64)
+    d = np.asarray(points, dtype=np.float64)[:, :3] - b[:3]
+    c, s = np.cos(b[6]), np.sin(b[6])
+    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], axis=1)
+
+
+def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Which points lie inside which oriented boxes (faces inclusive).
+
+    Args:
+        points: (N, 3+) points in the boxes' frame. boxes: (M, 7).
+    Returns:
+        (N, M) bool.
+    """
+    pts = np.asarray(points, dtype=np.float64)[:, :3]
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    out = np.zeros((pts.shape[0], b.shape[0]), dtype=bool)
+    if pts.shape[0] == 0 or b.shape[0] == 0:
+        return out
+    finite = np.isfinite(pts).all(axis=1)
+    radius = 0.5 * np.linalg.norm(b[:, 3:6], axis=1)
+    for j in range(b.shape[0]):
+        # Cheap axis-aligned pre-filter by the box's circumscribed sphere, then the exact test.
+        cand = finite & (np.abs(pts - b[j, :3]) <= radius[j] + 1e-9).all(axis=1)
+        idx = np.flatnonzero(cand)
+        if idx.size == 0:
+            continue
+        local = points_to_box_frame(pts[idx], b[j])
+        half = 0.5 * b[j, 3:6] + 1e-9
+        out[idx, j] = (np.abs(local) <= half).all(axis=1)
+    return out
+
+
+def box_to_2d(
+    box: Sequence[float],
+    K: np.ndarray,
+    T_lidar_to_cam: np.ndarray,
+    size_wh: Tuple[int, int],
+    near: float = 0.1,
+) -> Optional[np.ndarray]:
+    """Tight 2D box of a 3D box's projection, clipped to the image.
+
+    Edges crossing the camera's near plane (``z = near``) are clipped in 3D first, so boxes
+    partly behind the camera project correctly.
+
+    Returns:
+        (4,) float64 ``x0, y0, x1, y1`` or None when the box is entirely behind the camera or
+        outside the image.
+    """
+    corners = transform_points(T_lidar_to_cam, box_corners(np.asarray(box, dtype=np.float64)))
+    z = corners[:, 2]
+    pts = [corners[z >= near]]
+    a, b = corners[BOX_EDGES[:, 0]], corners[BOX_EDGES[:, 1]]
+    za, zb = a[:, 2], b[:, 2]
+    crossing = (za - near) * (zb - near) < 0
+    if crossing.any():
+        t = (near - za[crossing]) / (zb[crossing] - za[crossing])
+        pts.append(a[crossing] + t[:, None] * (b[crossing] - a[crossing]))
+    cam = np.concatenate(pts, axis=0)
+    if cam.shape[0] == 0:
+        return None
+    proj = cam @ np.asarray(K, dtype=np.float64).T
+    uv = proj[:, :2] / proj[:, 2:3]
+    w, h = size_wh
+    x0, y0 = np.clip(uv.min(axis=0), [0, 0], [w, h])
+    x1, y1 = np.clip(uv.max(axis=0), [0, 0], [w, h])
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None
+    return np.array([x0, y0, x1, y1])
+
+
+def iou_2d(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``x0, y0, x1, y1`` boxes (0 for empty boxes)."""
+    ax0, ay0, ax1, ay1 = (float(v) for v in a)
+    bx0, by0, bx1, by1 = (float(v) for v in b)
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = max(0.0, ax1 - ax0) * max(0.0, ay1 - ay0) + max(0.0, bx1 - bx0) * max(0.0, by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def convex_hull_2d(xy: np.ndarray) -> np.ndarray:
+    """Convex hull of 2D points, CCW, no repeated end point.
+
+    Args: xy (N, 2). Returns (H, 2) float64; fewer than 3 rows when the points are collinear
+    or fewer than 3 distinct (then the extreme points along the line, or the single point).
+    """
+    pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if pts.shape[0] == 0:
+        return pts
+    try:
+        hull = ConvexHull(pts)
+        return pts[hull.vertices]  # qhull gives 2D vertices in CCW order
+    except QhullError:  # collinear or < 3 distinct points
+        d = pts - pts[0]
+        span = d[np.argmax(np.abs(d).sum(axis=1))]
+        if not np.any(span):
+            return pts[:1]
+        t = d @ span
+        return pts[[int(np.argmin(t)), int(np.argmax(t))]]
+
+
+def _normalise_heading(yaw: float, length: float, width: float) -> Tuple[float, float, float]:
+    """Make ``length >= width`` and wrap yaw into (-pi/2, pi/2]."""
+    if width > length:
+        length, width = width, length
+        yaw += np.pi / 2
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
+    if yaw <= -np.pi / 2 + 1e-12:
+        yaw += np.pi
+    return yaw, length, width
+
+
+def fit_box(points: np.ndarray, min_size: float = 0.05) -> np.ndarray:
+    """Oriented box around a cluster: BEV minimum-area rectangle plus z extent.
+
+    The minimum-area rectangle has a side collinear with a convex-hull edge, so every hull edge
+    direction is tried at once (rotating-calipers idea, vectorised). ``l`` is the longer side; the
+    heading is ambiguous by pi for a cluster, so yaw is returned in (-pi/2, pi/2].
+
+    Args:
+        points: (K, 3+) cluster points, K >= 1. min_size: floor for each extent [m].
+    Returns:
+        (7,) float64 ``[x, y, z, l, w, h, yaw]``.
+    """
+    pts = np.asarray(points, dtype=np.float64)[:, :3]
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if pts.shape[0] == 0:
+        raise ValueError("fit_box needs at least one finite point")
+    zmin, zmax = pts[:, 2].min(), pts[:, 2].max()
+    hull = convex_hull_2d(pts[:, :2])
+    if hull.shape[0] < 3:
+        # Collinear or a single point: align with the segment, if any.
+        lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+        if hull.shape[0] == 2:
+            d = hull[1] - hull[0]
+            yaw = float(np.arctan2(d[1], d[0]))
+            length = float(np.linalg.norm(d))
+            centre_xy = hull.mean(axis=0)
+        else:
+            yaw, length, centre_xy = 0.0, float(hi[0] - lo[0]), 0.5 * (lo + hi)
+        width = 0.0
+    else:
+        edges = np.roll(hull, -1, axis=0) - hull
+        angles = np.arctan2(edges[:, 1], edges[:, 0]) % (np.pi / 2)
+        angles = np.unique(np.round(angles, 9))
+        c, s = np.cos(angles), np.sin(angles)
+        # hull points in each candidate frame: (A, H)
+        u = c[:, None] * hull[None, :, 0] + s[:, None] * hull[None, :, 1]
+        v = -s[:, None] * hull[None, :, 0] + c[:, None] * hull[None, :, 1]
+        du, dv = u.max(1) - u.min(1), v.max(1) - v.min(1)
+        k = int(np.argmin(du * dv))
+        yaw, length, width = float(angles[k]), float(du[k]), float(dv[k])
+        uc, vc = 0.5 * (u[k].max() + u[k].min()), 0.5 * (v[k].max() + v[k].min())
+        centre_xy = np.array([c[k] * uc - s[k] * vc, s[k] * uc + c[k] * vc])
+    yaw, length, width = _normalise_heading(yaw, length, width)
+    return np.array(
+        [
+            centre_xy[0],
+            centre_xy[1],
+            0.5 * (zmin + zmax),
+            max(length, min_size),
+            max(width, min_size),
+            max(zmax - zmin, min_size),
+            yaw,
+        ]
+    )

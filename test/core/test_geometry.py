@@ -1,0 +1,154 @@
+"""Worked examples for clip2_core.geometry, plus the real KITTI frame."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip2_core import geometry as G
+
+KITTI = Path(__file__).resolve().parents[1] / "data" / "kitti_000008"
+
+
+def test_yaw_rotation_quarter_turn():
+    R = G.yaw_to_rotation(np.pi / 2)
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)  # +x -> +y: CCW about +z
+
+
+def test_transform_and_inverse_roundtrip():
+    T = G.make_transform(G.yaw_to_rotation(0.3), [1.0, -2.0, 0.5])
+    p = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    q = G.transform_points(T, p)
+    np.testing.assert_allclose(q[1], [1.0, -2.0, 0.5])  # origin goes to the translation
+    np.testing.assert_allclose(G.transform_points(G.invert_transform(T), q), p, atol=1e-12)
+    np.testing.assert_allclose(G.invert_transform(T) @ T, np.eye(4), atol=1e-12)
+
+
+def test_project_points_worked_example():
+    # Camera looking along LiDAR +x: cam x = -lidar y, cam y = -lidar z, cam z = lidar x
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    pts = np.array([[10.0, 0, 0], [10.0, -1.0, 0.5], [-5.0, 0, 0], [10.0, -6.0, 0]])
+    uv, depth, valid = G.project_points(pts, K, T, size_wh=(100, 80))
+    np.testing.assert_allclose(uv[0], [50, 40])
+    np.testing.assert_allclose(uv[1], [60, 35])  # u = 50 + 100*1/10, v = 40 - 100*0.5/10
+    np.testing.assert_allclose(depth[:3], [10, 10, -5])
+    assert valid.tolist() == [True, True, False, False]  # behind camera; u = 110 outside width 100
+    assert np.isnan(uv[2]).all()
+
+
+def test_frustum_mask_near_far_and_box():
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    pts = np.array([[10.0, 0, 0], [0.2, 0, 0], [200.0, 0, 0], [10.0, 3.0, 0], [-10.0, 0, 0]])
+    m = G.frustum_mask(pts, [40, 30, 60, 50], K, T, near=0.5, far=100.0)
+    assert m.tolist() == [True, False, False, False, False]
+
+
+def test_box_corners_worked_example():
+    c = G.box_corners(np.array([1.0, 2.0, 3.0, 4.0, 2.0, 1.0, np.pi / 2]))
+    assert c.shape == (8, 3)
+    # front-left bottom corner: local (+2, +1, -0.5) rotated by 90 deg -> (-1, +2, -0.5)
+    np.testing.assert_allclose(c[0], [0.0, 4.0, 2.5], atol=1e-12)
+    np.testing.assert_allclose(c.mean(axis=0), [1, 2, 3], atol=1e-12)
+    np.testing.assert_allclose(c[:, 2].min(), 2.5)
+    assert G.box_corners(np.zeros((3, 7))).shape == (3, 8, 3)
+
+
+def test_points_in_boxes_oriented():
+    box = np.array([[0, 0, 0, 4.0, 1.0, 2.0, np.pi / 4]])
+    inside_along_heading = [1.2, 1.2, 0.0]  # 1.7 m along the 45 deg heading: inside (l/2 = 2)
+    outside_across = [1.0, -1.0, 0.0]  # 1.41 m across the heading: outside (w/2 = 0.5)
+    above = [0, 0, 1.5]
+    face = [0, 0, 1.0]  # on the top face: inclusive
+    m = G.points_in_boxes(np.array([inside_along_heading, outside_across, above, face, [np.nan, 0, 0]]), box)
+    assert m[:, 0].tolist() == [True, False, False, True, False]
+    assert G.points_in_boxes(np.zeros((0, 3)), box).shape == (0, 1)
+    assert G.points_in_boxes(np.zeros((5, 3)), np.zeros((0, 7))).shape == (5, 0)
+
+
+def test_box_to_2d_and_partly_behind():
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    b = G.box_to_2d([10, 0, 0, 2, 2, 2, 0], K, T, (100, 80))
+    # nearest face at depth 9: u = 50 +- 100*1/9, v = 40 +- 100*1/9
+    np.testing.assert_allclose(b, [50 - 100 / 9, 40 - 100 / 9, 50 + 100 / 9, 40 + 100 / 9])
+    assert G.box_to_2d([-10, 0, 0, 2, 2, 2, 0], K, T, (100, 80)) is None
+    # a long box straddling the camera: clipped at the near plane, fills the image
+    wide = G.box_to_2d([0, 0, 0, 20, 2, 2, 0], K, T, (100, 80))
+    np.testing.assert_allclose(wide, [0, 0, 100, 80])
+
+
+def test_iou_2d():
+    assert G.iou_2d([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
+    assert G.iou_2d([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+    assert G.iou_2d([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
+
+
+def test_fit_box_recovers_rotated_rectangle():
+    rng = np.random.default_rng(0)
+    true = np.array([5.0, -3.0, 0.8, 4.0, 1.8, 1.6, 0.4])
+    local = rng.uniform(-0.5, 0.5, (2000, 3)) * true[3:6]
+    local[:8] = 0.5 * true[3:6] * G._CORNER_SIGNS  # make the extremes exact
+    pts = local @ G.yaw_to_rotation(true[6]).T + true[:3]
+    fit = G.fit_box(pts)
+    np.testing.assert_allclose(fit[:6], true[:6], atol=1e-6)
+    assert fit[6] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_fit_box_heading_ambiguity_and_degenerate():
+    # same rectangle with yaw = 0.4 + pi is reported as 0.4: l >= w, yaw in (-pi/2, pi/2]
+    pts = G.box_corners(np.array([0, 0, 0, 3.0, 1.0, 1.0, 0.4 + np.pi]))
+    fit = G.fit_box(pts)
+    assert fit[6] == pytest.approx(0.4, abs=1e-6) and fit[3] == pytest.approx(3.0)
+    one = G.fit_box(np.array([[1.0, 2.0, 3.0]]))
+    np.testing.assert_allclose(one[:3], [1, 2, 3])
+    assert (one[3:6] > 0).all()
+    line = G.fit_box(np.array([[0, 0, 0], [1, 1, 0], [2, 2, 0.0]]))
+    assert line[6] == pytest.approx(np.pi / 4) and line[3] == pytest.approx(np.sqrt(8))
+    with pytest.raises(ValueError):
+        G.fit_box(np.full((3, 3), np.nan))
+
+
+def test_convex_hull_square_ccw():
+    pts = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]])
+    h = G.convex_hull_2d(pts)
+    assert h.shape == (4, 2)
+    area = 0.5 * np.sum(h[:, 0] * np.roll(h[:, 1], -1) - np.roll(h[:, 0], -1) * h[:, 1])
+    assert area == pytest.approx(1.0)  # positive: counter-clockwise
+
+
+# ---- real data: KITTI 000008 -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kitti():
+    calib = json.loads((KITTI / "calib.json").read_text())["cameras"]["CAM2"]
+    gt = json.loads((KITTI / "gt.json").read_text())["boxes_3d"]
+    pts = np.load(KITTI / "points.npy")
+    return pts, calib, gt
+
+
+def _box(g):
+    return np.array(g["center"] + g["size_lwh"] + [g["yaw"]])
+
+
+def test_kitti_boxes_project_onto_annotated_2d_boxes(kitti):
+    _, calib, gt = kitti
+    K, T, wh = np.array(calib["K"]), np.array(calib["T_lidar_to_cam"]), tuple(calib["image_size_wh"])
+    ious = [G.iou_2d(G.box_to_2d(_box(g), K, T, wh), g["bbox_xyxy_cam2"]) for g in gt]
+    assert len(ious) == 6
+    assert min(ious) >= 0.95, ious
+
+
+def test_kitti_points_in_boxes_match_reference_counts(kitti):
+    pts, _, gt = kitti
+    counts = G.points_in_boxes(pts, np.stack([_box(g) for g in gt])).sum(axis=0)
+    ref = np.array([g["num_lidar_pts_ref"] for g in gt])
+    assert (np.abs(counts - ref) <= 0.10 * ref).all(), (counts, ref)
+
+
+def test_kitti_all_points_project_into_image(kitti):
+    pts, calib, _ = kitti
+    _, _, valid = G.project_points(pts, np.array(calib["K"]), np.array(calib["T_lidar_to_cam"]), tuple(calib["image_size_wh"]))
+    assert valid.mean() > 0.999

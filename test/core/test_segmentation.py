@@ -1,0 +1,189 @@
+"""Ground removal and clustering: worked examples, bad input, and the real KITTI frame."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip2_core.benchmarks.clustering import adjusted_rand_index
+from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.geometry import points_in_boxes
+from clip2_core.segmentation import (
+    ClusterConfig,
+    GroundConfig,
+    SegmentationConfig,
+    Segmenter,
+    euclidean_clusters,
+    remove_ground,
+)
+
+KITTI = Path(__file__).resolve().parents[1] / "data" / "kitti_000008"
+
+
+def _plane(n=4000, slope=0.0, seed=0, extent=20.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-extent, extent, (n, 2))
+    z = -1.8 + slope * xy[:, 0] + rng.normal(0, 0.02, n)
+    return np.column_stack([xy, z])
+
+
+def _block(center, size, n, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.asarray(center) + (rng.random((n, 3)) - 0.5) * np.asarray(size)
+
+
+def test_euclidean_clusters_worked_example():
+    # chain 0-1-2 with 0.5 m links joins at tol 0.6; point 3 is 1 m away: separate
+    pts = np.array([[0, 0, 0], [0.5, 0, 0], [1.0, 0, 0], [2.0, 0, 0]], dtype=float)
+    assert euclidean_clusters(pts, 0.6).tolist() == [0, 0, 0, 1]
+    assert euclidean_clusters(pts, 0.4).tolist() == [0, 1, 2, 3]
+    assert euclidean_clusters(pts, 1.01).tolist() == [0, 0, 0, 0]
+    assert euclidean_clusters(np.zeros((0, 3)), 0.5).shape == (0,)
+    with pytest.raises(ValueError):
+        euclidean_clusters(pts, 0.0)
+
+
+def test_euclidean_clusters_equals_single_linkage_reference():
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 6, (400, 3))
+    ours = euclidean_clusters(pts, 0.45)
+    # brute-force reference: connected components of the full distance graph
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1) <= 0.45
+    ref = -np.ones(len(pts), dtype=int)
+    c = 0
+    for s in range(len(pts)):
+        if ref[s] >= 0:
+            continue
+        stack = [s]
+        ref[s] = c
+        while stack:
+            i = stack.pop()
+            for j in np.flatnonzero(d[i] & (ref < 0)):
+                ref[j] = c
+                stack.append(j)
+        c += 1
+    assert adjusted_rand_index(ours, ref) == pytest.approx(1.0)
+    assert ours.max() + 1 == c
+
+
+def test_ari_worked_example():
+    assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7]) == pytest.approx(1.0)
+    # sklearn's documented example: ARI([0,0,1,2],[0,0,1,1]) = 0.5714...
+    assert adjusted_rand_index([0, 0, 1, 2], [0, 0, 1, 1]) == pytest.approx(0.5714285714)
+
+
+def test_ground_removal_on_slope_keeps_objects():
+    ground = _plane(6000, slope=0.05)
+    car = _block([8.0, 3.0, -1.8 + 0.4 + 0.8], [4.0, 1.8, 1.6], 800)  # bottom 0.4 m above a 5 % road
+    car[:, 2] += 0.05 * 8.0
+    pts = np.vstack([ground, car])
+    g = remove_ground(pts)
+    assert g[: len(ground)].mean() > 0.99
+    assert g[len(ground) :].mean() < 0.01
+
+
+def test_ground_removal_kerb_is_ground():
+    road = _plane(4000)
+    side = _plane(4000, seed=5)
+    side = side[side[:, 1] > 0]
+    road = road[road[:, 1] <= 0]
+    side[:, 2] += 0.15  # a 15 cm kerb to the sidewalk
+    pts = np.vstack([road, side])
+    assert remove_ground(pts).mean() > 0.99
+
+
+def test_segmenter_separates_objects_and_fits_boxes():
+    ground = _plane(6000)
+    a = _block([6.0, 2.0, -1.0], [4.0, 1.8, 1.6], 600, seed=2)
+    b = _block([6.0, -3.0, -0.9], [0.6, 0.6, 1.8], 200, seed=3)
+    pts = np.vstack([ground, a, b]).astype(np.float32)
+    res = Segmenter().segment(pts)
+    assert len(res.clusters) == 2
+    sizes = sorted(c.num_points for c in res.clusters)
+    assert sizes[0] >= 150 and sizes[1] >= 500
+    big = max(res.clusters, key=lambda c: c.num_points)
+    np.testing.assert_allclose(big.box.center[:2], [6.0, 2.0], atol=0.15)
+    assert big.box.size[0] == pytest.approx(4.0, abs=0.2)
+    assert (res.labels[res.ground_mask] == -1).all()
+    for c in res.clusters:
+        assert (res.labels[c.indices] == c.cluster_id).all()
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        np.zeros((0, 4), np.float32),
+        np.full((10, 4), np.nan, np.float32),
+        np.array([[np.inf, 1, 1, 0], [1, np.nan, 0, 0], [5, 5, 0, 0]], np.float32),
+        np.array([[3.0, 1.0, 0.0, 0.0]], np.float32),
+        np.zeros((100, 4), np.float32),  # all at the origin
+        _plane(3000).astype(np.float32),  # all ground
+    ],
+    ids=["empty", "all-nan", "mixed-nonfinite", "single", "origin", "all-ground"],
+)
+def test_segmenter_bad_input_is_sane(points):
+    res = Segmenter().segment(points)
+    assert res.ground_mask.shape == (points.shape[0],)
+    assert res.labels.shape == (points.shape[0],)
+    assert res.clusters == []
+
+
+def test_segmenter_nan_points_do_not_disturb_good_ones():
+    ground = _plane(5000)
+    obj = _block([5.0, 0.0, -1.0], [1.0, 1.0, 1.5], 300)
+    pts = np.vstack([ground, obj, np.full((50, 3), np.nan)]).astype(np.float32)
+    res = Segmenter().segment(pts)
+    assert len(res.clusters) == 1 and res.clusters[0].num_points >= 250
+    assert (res.labels[-50:] == -1).all() and not res.ground_mask[-50:].any()
+
+
+def test_segmenter_rejects_wrong_shape():
+    with pytest.raises(ValueError):
+        Segmenter().segment(np.zeros((5, 2)))
+
+
+def test_config_from_dict_validates():
+    cfg = SegmentationConfig.from_dict({"cluster": {"tolerance": 0.4}, "ground": {"window": 8.0}})
+    assert cfg.cluster.tolerance == 0.4 and cfg.ground.window == 8.0
+    with pytest.raises(ValueError, match="toleranse"):
+        SegmentationConfig.from_dict({"cluster": {"toleranse": 0.4}})
+    with pytest.raises(ValueError):
+        SegmentationConfig.from_dict({"clusters": {}})
+
+
+def test_min_max_points_and_range_limits():
+    ground = _plane(4000)
+    small = _block([5.0, 5.0, -1.0], [0.2, 0.2, 0.2], 3)
+    far = _block([90.0, 0.0, -1.0], [1, 1, 1], 100)
+    pts = np.vstack([ground, small, far])
+    cfg = SegmentationConfig(cluster=ClusterConfig(min_points=5, max_range=80.0))
+    assert Segmenter(cfg).segment(pts).clusters == []
+
+
+def test_synthetic_sweep_recall():
+    scene = make_sweep(seed=1)
+    res = Segmenter().segment(scene.points)
+    centres = np.array([c.box.center for c in res.clusters])
+    counts = points_in_boxes(scene.points, scene.boxes).sum(axis=0)
+    seen = counts >= 20
+    hits = [np.min(np.linalg.norm(centres[:, :2] - b[:2], axis=1)) <= 1.0 for b in scene.boxes[seen]]
+    assert seen.sum() >= 8
+    assert np.mean(hits) >= 0.75, (np.mean(hits), seen.sum())
+
+
+def test_kitti_clustering_recovers_cars():
+    pts = np.load(KITTI / "points.npy")
+    gt = json.loads((KITTI / "gt.json").read_text())["boxes_3d"]
+    res = Segmenter().segment(pts)
+    centres = np.array([c.box.center for c in res.clusters])
+    dist = [np.min(np.linalg.norm(centres[:, :2] - np.array(g["center"][:2]), axis=1)) for g in gt]
+    recall = np.mean(np.array(dist) <= 1.0)
+    # Measured 4/6: the two misses are a car cut by the camera-FOV crop and a far car seen from
+    # one corner, whose cluster boxes are partial (centre 1.1-1.6 m off). Each car is one cluster.
+    assert recall >= 4 / 6, dist
+    labels_in_cars = [
+        np.unique(res.labels[points_in_boxes(pts, np.array([g["center"] + g["size_lwh"] + [g["yaw"]]]))[:, 0]])
+        for g in gt
+    ]
+    for labs in labels_in_cars:
+        assert len(labs[labs >= 0]) == 1  # never split into two clusters
