@@ -59,7 +59,7 @@ def invert_transform(T: np.ndarray) -> np.ndarray:
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 transform to (N, 3+) points; returns (N, 3) float64 (extra columns dropped)."""
     pts = np.asarray(points, dtype=np.float64)
-    pts = pts.reshape(1, -1)[:, :3] if pts.ndim == 1 else pts.reshape(pts.shape[0], -1)[:, :3]
+    pts = (pts[None] if pts.ndim == 1 else pts)[:, :3]
     T = np.asarray(T, dtype=np.float64)
     return pts @ T[:3, :3].T + T[:3, 3]
 

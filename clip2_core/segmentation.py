@@ -250,3 +250,32 @@ class Segmenter:
             "boxes": (t3 - t2) * 1e3,
         }
         return SegmentationResult(ground_mask=ground_mask, labels=labels, clusters=clusters, timings_ms=timings)
+
+
+def dbscan(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    """DBSCAN (Ester et al. 1996) on (N, 3) points; returns (N,) int64 labels, -1 for noise.
+
+    Core points (at least ``min_samples`` points, itself included, within ``eps``) are clustered by
+    exact single linkage at ``eps`` (:func:`euclidean_clusters`); each border point joins the
+    cluster of its nearest core point within ``eps``. With ``min_samples=1`` this is exactly
+    :func:`euclidean_clusters`.
+    """
+    pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64)[:, :3])
+    n = pts.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return labels
+    if min_samples <= 1:
+        return euclidean_clusters(pts, eps)
+    tree = cKDTree(pts, leafsize=32)
+    counts = tree.query_ball_point(pts, eps, return_length=True)
+    core = np.flatnonzero(counts >= min_samples)
+    if core.size == 0:
+        return labels
+    labels[core] = euclidean_clusters(pts[core], eps)
+    border = np.flatnonzero(counts < min_samples)
+    if border.size:
+        dist, nearest = cKDTree(pts[core]).query(pts[border], k=1, distance_upper_bound=eps * (1 + 1e-9))
+        ok = np.isfinite(dist)
+        labels[border[ok]] = labels[core[nearest[ok]]]
+    return labels

@@ -152,3 +152,11 @@ def test_kitti_all_points_project_into_image(kitti):
     pts, calib, _ = kitti
     _, _, valid = G.project_points(pts, np.array(calib["K"]), np.array(calib["T_lidar_to_cam"]), tuple(calib["image_size_wh"]))
     assert valid.mean() > 0.999
+
+
+def test_empty_inputs():
+    T, K = np.eye(4), np.eye(3)
+    assert G.transform_points(T, np.zeros((0, 3))).shape == (0, 3)
+    uv, d, v = G.project_points(np.zeros((0, 4)), K, T, (10, 10))
+    assert uv.shape == (0, 2) and d.shape == (0,) and v.shape == (0,)
+    assert G.frustum_mask(np.zeros((0, 3)), [0, 0, 1, 1], K, T).shape == (0,)

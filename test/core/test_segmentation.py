@@ -187,3 +187,22 @@ def test_kitti_clustering_recovers_cars():
     ]
     for labs in labels_in_cars:
         assert len(labs[labs >= 0]) == 1  # never split into two clusters
+
+
+def test_dbscan_matches_sklearn_on_core_points():
+    from sklearn.cluster import DBSCAN
+
+    from clip2_core.segmentation import dbscan
+
+    rng = np.random.default_rng(7)
+    blobs = [rng.normal(c, 0.15, (120, 3)) for c in ([0, 0, 0], [3, 0, 0], [0, 3, 0])]
+    noise = rng.uniform(-2, 5, (40, 3))
+    pts = np.vstack(blobs + [noise])
+    ours = dbscan(pts, 0.3, 5)
+    ref = DBSCAN(eps=0.3, min_samples=5).fit(pts)
+    core = np.zeros(len(pts), bool)
+    core[ref.core_sample_indices_] = True
+    assert adjusted_rand_index(ours[core], ref.labels_[core]) == pytest.approx(1.0)
+    np.testing.assert_array_equal(ours == -1, ref.labels_ == -1)  # same noise points
+    assert (dbscan(pts, 0.3, 1) == euclidean_clusters(pts, 0.3)).all()
+    assert (dbscan(np.zeros((0, 3)), 0.3, 5) == -1).all()

@@ -1,0 +1,1 @@
+"""Triplet proxy mining: 2D proposals -> frustums -> DBSCAN -> (text, image, point) proxies in shards."""
