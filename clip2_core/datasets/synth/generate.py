@@ -204,6 +204,8 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
     Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(out / map_file)
 
     det_images: Dict[str, Dict] = {}
+    mask_ids: Dict[str, int] = {}
+    mask_pixels: Dict[str, Dict[str, List[int]]] = {}
     timings = []
     scene_names = []
     for si in range(cfg.scenes):
@@ -324,6 +326,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
                 ann_by_obj.setdefault(oi, []).append(ann)
         for oi in sorted(ann_by_obj):
             anns = ann_by_obj[oi]
+            mask_ids[anns[0]["instance_token"]] = oi + 1
             for i, a in enumerate(anns):
                 a["prev"] = anns[i - 1]["token"] if i > 0 else ""
                 a["next"] = anns[i + 1]["token"] if i + 1 < len(anns) else ""
@@ -331,6 +334,13 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
             T["instance"].append({"token": anns[0]["instance_token"], "category_token": cat_tok[world.objects[oi].category],
                                   "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
                                   "last_annotation_token": anns[-1]["token"]})
+        if cfg.masks:
+            for j in range(n_keys):
+                for name_c, cam in results[j * KEYFRAME_EVERY]["cams"].items():
+                    sd = cam_sd[(sample_tok[j], name_c)]
+                    mask_pixels[sd["token"]] = {
+                        token(seed, si, "instance", oi): [int(cam["visible"].get(oi, 0)), int(px)]
+                        for oi, px in sorted(cam["silhouette"].items()) if oi in ann_by_obj}
         # ---- 2D detections (simulated open-vocabulary detector)
         if cfg.detections:
             ann_index = {(a["sample_token"], oi): a for oi, anns in ann_by_obj.items() for a in anns}
@@ -369,6 +379,13 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
             "images": det_images,
             "by_filename": {v["filename"]: k for k, v in det_images.items()},
         })
+    if cfg.masks:
+        _write_json(out / "synth_masks" / "instances.json", {
+            "description": "synth_masks/<camera>/<image stem>.png hold uint16 object ids (0 = none) at the render "
+                           "resolution; this maps annotated instance tokens to their id",
+            "render_scale": cfg.render_scale, "instances": mask_ids,
+            "pixels": {"description": "per camera sample_data token: instance token -> [visible pixels, pixels "
+                                      "without occlusion] at the render resolution", "images": mask_pixels}})
     info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("out", "workers")}
     _write_json(vdir / "synth_info.json", {"generator": "clip2.datasets.synth", "config": info,
                                            "scene_names": scene_names})

@@ -269,7 +269,7 @@ def build_motorcycle(rng, mt, rider: bool = True):
     b.wheel(l / 2 - r, 0.0, r, 0.14, dark)
     b.wheel(-l / 2 + r, 0.0, r, 0.14, dark)
     b.ellipsoid((0.0, 0.0, 0.6), (0.55, 0.2, 0.2), body)
-    b.box(0.45, 0.55, -0.35, 0.35, 0.95, 1.0, dark)  # handlebar
+    b.box(0.42, 0.55, -0.35, 0.35, 0.9, 1.02, dark)  # handlebar
     if rider:
         cloth = mt.add(_jit(rng, CLOTHES[rng.integers(len(CLOTHES))]), 0.3)
         helmet = mt.add(_jit(rng, (0.9, 0.9, 0.9), 0.1), 0.6)
@@ -287,7 +287,7 @@ def build_bicycle(rng, mt, rider: bool):
     b.wheel(-0.52, 0.0, r, 0.05, dark)
     b.box(-0.5, 0.45, -0.03, 0.03, 0.45, 0.55, frame)
     b.add(BOX, (0.0, 0.0, 0.55), (0.3, 0.025, 0.025), frame, _rot_y(-0.9))
-    b.box(0.4, 0.48, -0.3, 0.3, 0.95, 1.0, dark)
+    b.box(0.38, 0.5, -0.3, 0.3, 0.9, 1.02, dark)
     b.box(-0.25, -0.05, -0.07, 0.07, 0.85, 0.9, dark)
     if rider:
         cloth = mt.add(_jit(rng, CLOTHES[rng.integers(len(CLOTHES))]), 0.3)
@@ -501,11 +501,9 @@ class World:
         gx, gy = self.road.to_global(x, lat)
         yaw = float(self.road.heading(x) + np.arctan(self.ego.dlat_dx(x)))
         gz = float(self.road.ground_z(gx, gy))
-        fwd = np.array([np.cos(yaw), np.sin(yaw)])
-        grade_f = self.road.sx * fwd[0] + self.road.sy * fwd[1]
-        grade_l = self.road.sx * -fwd[1] + self.road.sy * fwd[0]
-        R = _rot_z(yaw) @ _rot_y(-np.arctan(grade_f)) @ _rot_x(np.arctan(grade_l))
-        return R, np.array([gx, gy, gz])
+        # Yaw only: the sensor frames stay level and the slope shows as a tilted ground plane, so
+        # upright annotations stay upright (yaw-only) in the LiDAR frame.
+        return _rot_z(yaw), np.array([gx, gy, gz])
 
     # --- objects
     def _object_arrays(self) -> Dict[str, np.ndarray]:
@@ -644,7 +642,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
 
     def add(kind: str, x0: float, lat: float, speed: float, yaw_offset: float, attribute: str):
         b = BUILDERS[kind](rng, mt)
-        parts, size = b.finish(margin=0.04 if kind in ("traffic_cone", "tire", "debris", "traffic_sign", "animal") else 0.06)
+        parts, size = b.finish(margin=0.05 if kind in ("car", "truck", "bus", "trailer", "construction_vehicle") else 0.03)
         objects.append(WorldObject(kind, CATEGORY_OF_KIND[kind], parts, size, float(x0), float(lat), float(speed),
                                    float(yaw_offset), attribute))
 
@@ -665,7 +663,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
         side = rng.choice([-1, 1])
         v = float(rng.uniform(3, 6))
         b = build_bicycle(rng, mt, rider=True)
-        parts, size = b.finish(margin=0.06)
+        parts, size = b.finish(margin=0.03)
         objects.append(WorldObject("bicycle", CATEGORY_OF_KIND["bicycle"], parts, size, float(rng.uniform(x_lo, x_hi)),
                                    float(side * BIKE_LAT), float(-side * v), 0.0 if side < 0 else np.pi, "cycle.with_rider"))
     # parking strips: parked vehicles, construction zones, clutter
@@ -720,7 +718,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
                 add("animal", x, side * rng.uniform(12.2, 12.5), rng.choice([0.0, 1.2]), 0.0, "")
             elif r < 0.88:
                 add("motorcycle", x, side * 11.9, 0.0, 0.0, "cycle.without_rider")
-                objects[-1].parts, objects[-1].size = build_motorcycle(rng, mt, rider=False).finish(0.06)
+                objects[-1].parts, objects[-1].size = build_motorcycle(rng, mt, rider=False).finish(0.03)
             x += float(rng.uniform(2.0, 9.0)) / density
     sun = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
     sun /= np.linalg.norm(sun)
