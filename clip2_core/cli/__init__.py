@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "demo",
     "cluster",
     "bench",
+    "synth",
 )
 
 
