@@ -13,7 +13,7 @@ CLASS_COLOURS = {
     "construction_vehicle": (233, 150, 70), "pedestrian": (0, 0, 230), "motorcycle": (255, 61, 99),
     "bicycle": (220, 20, 60), "traffic_cone": (47, 79, 79), "barrier": (112, 128, 144),
 }
-_HEIGHT_STOPS = np.array([[48, 18, 59], [40, 120, 240], [30, 200, 160], [170, 220, 50], [250, 150, 30], [180, 20, 10]], float)
+_HEIGHT_STOPS = np.array([[70, 60, 140], [40, 120, 240], [30, 200, 160], [170, 220, 50], [250, 150, 30], [180, 20, 10]], float)
 
 
 def _colour(label: Optional[str]) -> tuple:
@@ -43,7 +43,11 @@ def bev_image(frame: Frame, extent: float = 50.0, size: int = 900):
     v = ((extent - xyz[:, 1]) / (2 * extent) * size).astype(int)
     ok = (u >= 0) & (u < size) & (v >= 0) & (v < size)
     order = np.argsort(xyz[ok, 2])
-    img[v[ok][order], u[ok][order]] = height_colours(xyz[ok, 2][order])
+    cols = height_colours(xyz[ok, 2][order], lo=float(np.percentile(xyz[:, 2], 5)), hi=float(np.percentile(xyz[:, 2], 5)) + 4.0)
+    uu, vv = u[ok][order], v[ok][order]
+    for du in (0, 1):  # 2x2 dots
+        for dv in (0, 1):
+            img[np.minimum(vv + dv, size - 1), np.minimum(uu + du, size - 1)] = cols
     im = Image.fromarray(img)
     d = ImageDraw.Draw(im)
     to_px = lambda x, y: ((x + extent) / (2 * extent) * size, (extent - y) / (2 * extent) * size)  # noqa: E731

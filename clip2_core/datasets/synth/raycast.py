@@ -310,6 +310,7 @@ def cast(
         hit = t < max_range
         if not hit.any():
             continue
+        t = np.where(hit, t, np.inf)
         if sil is not None and prims.owner[i] >= 0:
             sil.setdefault(int(prims.owner[i]), []).append(idx[hit])
         better = t < tbuf[idx]
