@@ -1,0 +1,147 @@
+"""``clip2 bench encoder``: point-encoder throughput, PyTorch eager vs ONNX Runtime (CPU).
+
+Registered on ``clip2 bench`` by :func:`add_encoder_bench` (called from ``clip2_core.cli.bench``).
+
+Protocol: the default encoder with random weights (speed does not depend on the values) and
+BatchNorm folded, the identical graph run by both backends; for each point count P the model's
+``num_points`` is set to P. Both backends get the same thread count (``torch.set_num_threads`` and
+ORT ``intra_op_num_threads``). All PyTorch timings are taken first, then all ONNX Runtime timings,
+so the two thread pools never spin against each other. Each number is the median over
+``--repeats`` samples of clusters/s; a sample runs ``max(1, 64 // B)`` batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZES = (1, 8, 32, 64, 128)
+POINT_COUNTS = (256, 512)
+HEADLINE = (64, 256)  # (batch, points) of the top-level torch_cps / ort_cps / ratio
+
+
+def add_encoder_bench(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``clip2 bench encoder`` on the ``clip2 bench`` subparsers."""
+    p = bench_subparsers.add_parser(
+        "encoder",
+        help="point-encoder clusters/s: PyTorch eager vs ONNX Runtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--model", default=None, help="encoder config name (default: the default dense encoder)")
+    p.add_argument("--threads", type=int, default=None, help="threads per backend (default: all CPU cores)")
+    p.add_argument("--repeats", type=int, default=7, help="timed samples per measurement (median reported)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    p.add_argument("--points", type=int, nargs="+", default=list(POINT_COUNTS))
+    p.set_defaults(func=run)
+
+
+def _median_cps(fn: Callable[[], Any], batch: int, repeats: int) -> float:
+    inner = max(1, 64 // batch)
+    fn()
+    fn()  # warm-up (allocator, ORT arena, lazy init)
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append(batch * inner / (time.perf_counter() - t0))
+    return float(statistics.median(samples))
+
+
+def run_encoder_bench(model_name: str, threads: int, repeats: int = 7, batch_sizes: Sequence[int] = BATCH_SIZES,
+                      point_counts: Sequence[int] = POINT_COUNTS) -> Dict[str, Any]:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from clip2_core.encoders import build_point_encoder, load_model_config
+    from clip2_core.encoders.config import PointEncoderConfig
+    from clip2_core.runtime.export import INPUT_NAME, OUTPUT_NAME, export_onnx, inference_copy, random_batch
+
+    torch.set_num_threads(threads)
+    base = load_model_config(model_name)
+    rows: List[Dict[str, Any]] = []
+    flops: Dict[int, int] = {}
+    params = None
+    with tempfile.TemporaryDirectory(prefix="clip2-bench-") as tmp:
+        for p in point_counts:
+            d = base.to_dict()
+            d["normalization"]["num_points"] = int(p)
+            cfg = PointEncoderConfig.from_dict(d)
+            torch.manual_seed(0)
+            model = build_point_encoder(cfg).eval()
+            params = sum(x.numel() for x in model.parameters())
+            flops[p] = int(model.flops_per_cluster())
+            fused = inference_copy(model)
+            batches = {b: random_batch(b, cfg, seed=b) for b in batch_sizes}
+            torch_cps = {}
+            for b in batch_sizes:
+                xt = torch.from_numpy(batches[b])
+
+                def f_torch(xt=xt):
+                    with torch.inference_mode():
+                        fused(xt)
+
+                torch_cps[b] = _median_cps(f_torch, b, repeats)
+                log.info("torch P=%d B=%d: %.0f clusters/s", p, b, torch_cps[b])
+            onnx_path = export_onnx(model, cfg, Path(tmp) / f"enc{p}.onnx")
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            for b in batch_sizes:
+                xb = batches[b]
+                ort_cps = _median_cps(lambda xb=xb: sess.run([OUTPUT_NAME], {INPUT_NAME: xb}), b, repeats)
+                log.info("onnxruntime P=%d B=%d: %.0f clusters/s", p, b, ort_cps)
+                rows.append({"points": p, "batch": b, "torch_cps": round(torch_cps[b], 1),
+                             "ort_cps": round(ort_cps, 1), "ratio": round(ort_cps / torch_cps[b], 3)})
+            del sess
+    head = next((r for r in rows if (r["batch"], r["points"]) == HEADLINE), rows[0])
+    return {
+        "benchmark": "encoder",
+        "model": model_name,
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": ort.__version__,
+        "params": params,
+        "flops_per_cluster": {str(k): v for k, v in flops.items()},
+        "headline": {"batch": head["batch"], "points": head["points"]},
+        "torch_cps": head["torch_cps"],
+        "ort_cps": head["ort_cps"],
+        "ratio": head["ratio"],
+        "results": rows,
+        "numpy_version": np.__version__,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip2_core.encoders import DEFAULT_ENCODER
+
+    threads = args.threads or os.cpu_count() or 1
+    if threads < 1 or args.repeats < 1 or min(args.batch_sizes) < 1 or min(args.points) < 1:
+        raise ValueError("threads, repeats, batch sizes and point counts must be >= 1")
+    res = run_encoder_bench(args.model or DEFAULT_ENCODER, threads, args.repeats, args.batch_sizes, args.points)
+    print(f"encoder {res['model']}: {res['params']:,} parameters; threads {threads} (cpu_count {res['cpu_count']})")
+    for p, f in res["flops_per_cluster"].items():
+        print(f"  {int(f) / 1e6:.1f} MFLOP per cluster at {p} points")
+    print(f"{'points':>6} {'batch':>5} {'torch c/s':>10} {'ort c/s':>10} {'ort/torch':>9}")
+    for r in res["results"]:
+        print(f"{r['points']:>6} {r['batch']:>5} {r['torch_cps']:>10.0f} {r['ort_cps']:>10.0f} {r['ratio']:>9.2f}")
+    print(f"headline (batch {res['headline']['batch']}, {res['headline']['points']} points): "
+          f"torch {res['torch_cps']:.0f} c/s, onnxruntime {res['ort_cps']:.0f} c/s, ratio {res['ratio']:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,96 @@
+"""Point encoders whose embeddings live in CLIP's space.
+
+Architectures are JSON files in ``model_configs/`` (see :mod:`.config`)::
+
+    >>> from clip2_core.encoders import list_models, create_point_encoder
+    >>> list_models()
+    ['pointnet2-s-v1', 'pointnet2-tiny-v1', 'sparse-voxel-s-v1']
+    >>> enc = create_point_encoder("pointnet2-s-v1")          # random init
+    >>> enc = create_point_encoder("pointnet2-s-v1", pretrained="runs/x/checkpoint")
+
+Input: ``(B, P, 4)`` float32 batches from :func:`.normalize.normalize_clusters`; output:
+``(B, D)`` float32 L2-normalised embeddings. Importing this package does not import torch;
+building an encoder does.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+from clip2_core.encoders.config import (
+    PointEncoderConfig,
+    PointNet2Config,
+    SetAbstractionConfig,
+    SparseVoxelConfig,
+    list_models,
+    load_model_config,
+)
+from clip2_core.encoders.normalize import NormalizationConfig, normalize_cluster, normalize_clusters
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "pointnet2-s-v1"
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "NormalizationConfig",
+    "PointEncoderConfig",
+    "PointNet2Config",
+    "SetAbstractionConfig",
+    "SparseVoxelConfig",
+    "build_point_encoder",
+    "create_point_encoder",
+    "list_models",
+    "load_model_config",
+    "normalize_cluster",
+    "normalize_clusters",
+]
+
+
+def build_point_encoder(config: PointEncoderConfig):
+    """A randomly initialised ``nn.Module`` for ``config`` (train mode, CPU)."""
+    if config.arch == "pointnet2":
+        from clip2_core.encoders.pointnet2 import PointNet2Encoder
+
+        return PointNet2Encoder(config)
+    if config.arch == "sparse_voxel":
+        from clip2_core.encoders.sparse import SparseVoxelEncoder
+
+        return SparseVoxelEncoder(config)
+    raise ValueError(f"unknown arch {config.arch!r}")  # pragma: no cover - config validates arch
+
+
+def create_point_encoder(
+    name: Union[str, Path, PointEncoderConfig] = DEFAULT_ENCODER,
+    pretrained: Optional[Union[str, Path]] = None,
+    embed_dim: Optional[int] = None,
+):
+    """Build a point encoder by config name / JSON path / config object.
+
+    Args:
+        name: a bundled model name (see :func:`list_models`), a JSON config path, or a config.
+        pretrained: a clip2 checkpoint (directory or ``.safetensors`` file, see
+            :mod:`clip2_core.checkpoint`) whose weights are loaded; its stored model config
+            must have the same architecture.
+        embed_dim: override the output size (to match a CLIP model other than the config's).
+
+    Returns the module in eval mode when ``pretrained`` is given, else in train mode.
+    """
+    cfg = name if isinstance(name, PointEncoderConfig) else load_model_config(name)
+    if embed_dim is not None and int(embed_dim) != cfg.embed_dim:
+        cfg = PointEncoderConfig.from_dict({**cfg.to_dict(), "embed_dim": int(embed_dim)})
+    if pretrained is None:
+        return build_point_encoder(cfg)
+    from clip2_core.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(pretrained)
+    if ckpt.model_config.to_dict() != cfg.to_dict():
+        raise ValueError(
+            f"checkpoint {pretrained} holds model {ckpt.model_config.name!r} "
+            f"(embed_dim {ckpt.model_config.embed_dim}), which differs from the requested {cfg.name!r} "
+            f"(embed_dim {cfg.embed_dim}); load it with clip2_core.checkpoint.load_encoder instead"
+        )
+    model = build_point_encoder(cfg)
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    return model.eval()
