@@ -1,0 +1,278 @@
+"""Detections -> ROS output messages: MarkerArray, labelled PointCloud2, JSON, vision_msgs.
+
+Colours come from :func:`clip2_core.viz.label_color`, so a label has the same colour in rviz
+and in the PNGs the CLI writes. Every MarkerArray starts with a DELETEALL marker, so boxes
+from the previous frame never linger.
+
+The JSON document (one per frame, ``~/detections/json``) is::
+
+    {"stamp": 12.5, "frame_id": "lidar", "vocabulary": [...],
+     "detections": [{"label": "car", "score": 0.83, "cluster_id": 3, "num_points": 412,
+                     "box": {"center": [x, y, z], "size": [l, w, h], "yaw": 0.1},
+                     "top_k": [["car", 0.83], ["truck", 0.1]]}, ...],
+     "timings_ms": {"ground": 4.1, ...}}
+
+Boxes are in ``frame_id`` with the clip2 box convention (centre, lwh, yaw about +z).
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from clip2_core.geometry import BOX_EDGES, box_corners
+from clip2_core.types import Box3D, Detection
+from clip2_core.viz import label_color
+
+from clip2_ros.conversions import quaternion_to_yaw, structured_to_pointcloud2, yaw_to_quaternion
+
+NS_BOXES = "boxes"
+NS_LABELS = "labels"
+NS_OUTLINES = "outlines"
+UNKNOWN_LABEL_ID = -1
+
+
+def format_label(label: str, score: float) -> str:
+    """The marker text: ``"car 0.83"``."""
+    return f"{label} {score:.2f}"
+
+
+def detections_to_markers(
+    detections: Sequence[Detection],
+    frame_id: str,
+    stamp=None,
+    box_alpha: float = 0.3,
+    text_height: float = 0.7,
+    line_width: float = 0.06,
+) -> "visualization_msgs.msg.MarkerArray":  # noqa: F821
+    """A MarkerArray for one frame.
+
+    Layout: ``[DELETEALL, CUBE x M (ns "boxes", id i), TEXT_VIEW_FACING x M (ns "labels", id i),
+    LINE_LIST (ns "outlines", id 0, all box edges, per-vertex colours)]``; the outline marker is
+    omitted when there are no detections. Box i and text i are detection i.
+    """
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    out = MarkerArray()
+    clear = Marker()
+    clear.header.frame_id = frame_id
+    if stamp is not None:
+        clear.header.stamp = stamp
+    clear.action = Marker.DELETEALL
+    out.markers.append(clear)
+
+    def base(ns: str, mid: int, mtype: int) -> Marker:
+        m = Marker()
+        m.header.frame_id = frame_id
+        if stamp is not None:
+            m.header.stamp = stamp
+        m.ns, m.id, m.type, m.action = ns, int(mid), mtype, Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.frame_locked = False
+        return m
+
+    texts = []
+    for i, det in enumerate(detections):
+        r, g, b = label_color(det.label)
+        cx, cy, cz = (float(v) for v in det.box.center)
+        l, w, h = (max(float(v), 1e-3) for v in det.box.size)
+        qx, qy, qz, qw = yaw_to_quaternion(det.box.yaw)
+        cube = base(NS_BOXES, i, Marker.CUBE)
+        cube.pose.position.x, cube.pose.position.y, cube.pose.position.z = cx, cy, cz
+        cube.pose.orientation.x, cube.pose.orientation.y = qx, qy
+        cube.pose.orientation.z, cube.pose.orientation.w = qz, qw
+        cube.scale.x, cube.scale.y, cube.scale.z = l, w, h
+        cube.color = ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(box_alpha))
+        out.markers.append(cube)
+
+        text = base(NS_LABELS, i, Marker.TEXT_VIEW_FACING)
+        text.pose.position.x, text.pose.position.y = cx, cy
+        text.pose.position.z = cz + 0.5 * h + 0.6 * text_height
+        text.scale.z = float(text_height)
+        text.color = ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0)
+        text.text = format_label(det.label, float(det.score))
+        texts.append(text)
+    out.markers.extend(texts)
+
+    if detections:
+        outline = base(NS_OUTLINES, 0, Marker.LINE_LIST)
+        outline.scale.x = float(line_width)
+        boxes = np.stack([d.box.as_array() for d in detections])
+        corners = box_corners(boxes)  # (M, 8, 3)
+        seg = corners[:, BOX_EDGES.reshape(-1), :].reshape(-1, 3)  # (M*24, 3) vertex pairs
+        outline.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in seg]
+        cols = []
+        for d in detections:
+            r, g, b = label_color(d.label)
+            c = ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0)
+            cols.extend([c] * (2 * BOX_EDGES.shape[0]))
+        outline.colors = cols
+        outline.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        out.markers.append(outline)
+    return out
+
+
+def markers_to_boxes(msg) -> Tuple[np.ndarray, List[str], List[float]]:
+    """Read boxes back from a MarkerArray written by :func:`detections_to_markers`.
+
+    Returns (boxes (M, 7) float64, labels (M,), scores (M,)) ordered by marker id.
+    """
+    cubes, texts = {}, {}
+    for m in msg.markers:
+        if m.ns == NS_BOXES and m.type == m.CUBE:
+            q = m.pose.orientation
+            yaw = quaternion_to_yaw(q.x, q.y, q.z, q.w)
+            p = m.pose.position
+            cubes[m.id] = [p.x, p.y, p.z, m.scale.x, m.scale.y, m.scale.z, yaw]
+        elif m.ns == NS_LABELS and m.type == m.TEXT_VIEW_FACING:
+            label, _, score = m.text.rpartition(" ")
+            texts[m.id] = (label, float(score))
+    ids = sorted(cubes)
+    boxes = np.array([cubes[i] for i in ids], dtype=np.float64).reshape(-1, 7)
+    labels = [texts[i][0] if i in texts else "" for i in ids]
+    scores = [texts[i][1] if i in texts else float("nan") for i in ids]
+    return boxes, labels, scores
+
+
+def detections_to_dict(
+    detections: Sequence[Detection],
+    stamp: float,
+    frame_id: str,
+    vocabulary: Optional[Sequence[str]] = None,
+    timings_ms: Optional[Dict[str, float]] = None,
+) -> dict:
+    """The per-frame JSON document as a dict (see the module docstring)."""
+    dets = []
+    for d in detections:
+        dets.append(
+            {
+                "label": d.label,
+                "score": round(float(d.score), 6),
+                "cluster_id": int(d.cluster_id),
+                "num_points": int(d.num_points),
+                "box": {
+                    "center": [round(float(v), 4) for v in d.box.center],
+                    "size": [round(float(v), 4) for v in d.box.size],
+                    "yaw": round(float(d.box.yaw), 5),
+                },
+                "top_k": [[str(lbl), round(float(p), 6)] for lbl, p in (d.top_k or [])],
+            }
+        )
+    return {
+        "stamp": float(stamp),
+        "frame_id": frame_id,
+        "vocabulary": list(vocabulary) if vocabulary is not None else None,
+        "detections": dets,
+        "timings_ms": {k: round(float(v), 3) for k, v in (timings_ms or {}).items()},
+    }
+
+
+def detections_to_json(*args, **kwargs) -> str:
+    """:func:`detections_to_dict` serialised (compact)."""
+    return json.dumps(detections_to_dict(*args, **kwargs), separators=(",", ":"))
+
+
+def json_to_detections(doc: str | dict) -> List[Detection]:
+    """Parse a per-frame JSON document back into Detections (for tools and tests)."""
+    d = json.loads(doc) if isinstance(doc, str) else doc
+    out = []
+    for det in d["detections"]:
+        b = det["box"]
+        out.append(
+            Detection(
+                box=Box3D(center=b["center"], size=b["size"], yaw=b["yaw"], label=det["label"], score=det["score"]),
+                label=det["label"],
+                score=float(det["score"]),
+                cluster_id=int(det.get("cluster_id", -1)),
+                num_points=int(det.get("num_points", 0)),
+                top_k=[(t[0], float(t[1])) for t in det.get("top_k", [])],
+            )
+        )
+    return out
+
+
+LABELLED_CLOUD_DTYPE = np.dtype(
+    [
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("label_id", "<i4"),  # index into the vocabulary, -1 = unknown
+        ("score", "<f4"),
+        ("cluster_id", "<i4"),
+    ]
+)
+
+
+def labelled_points(
+    points: np.ndarray,
+    cluster_labels: np.ndarray,
+    detections: Sequence[Detection],
+    vocabulary: Sequence[str],
+) -> np.ndarray:
+    """Structured array (LABELLED_CLOUD_DTYPE) of the points that belong to a detection.
+
+    Args:
+        points: (N, 3+) sweep points. cluster_labels: (N,) int cluster id per point (-1 = none).
+        detections: each with the ``cluster_id`` it came from. vocabulary: label -> id.
+    """
+    lab = np.asarray(cluster_labels, dtype=np.int64)
+    pts = np.asarray(points)
+    if lab.shape[0] != pts.shape[0]:
+        raise ValueError(f"{lab.shape[0]} cluster labels for {pts.shape[0]} points")
+    vocab_index = {v: i for i, v in enumerate(vocabulary)}
+    ncl = int(lab.max()) + 1 if lab.size else 0
+    not_detected = np.int32(UNKNOWN_LABEL_ID - 1)
+    label_of = np.full(ncl + 1, not_detected, dtype=np.int32)  # last slot: points with no cluster
+    score_of = np.zeros(ncl + 1, dtype=np.float32)
+    for d in detections:
+        if 0 <= d.cluster_id < ncl:
+            label_of[d.cluster_id] = vocab_index.get(d.label, UNKNOWN_LABEL_ID)
+            score_of[d.cluster_id] = d.score
+    slot = np.where(lab >= 0, lab, ncl)
+    keep = label_of[slot] != not_detected
+    idx = np.flatnonzero(keep)
+    rec = np.empty(idx.shape[0], dtype=LABELLED_CLOUD_DTYPE)
+    rec["x"], rec["y"], rec["z"] = pts[idx, 0], pts[idx, 1], pts[idx, 2]
+    rec["label_id"] = label_of[lab[idx]]
+    rec["score"] = score_of[lab[idx]]
+    rec["cluster_id"] = lab[idx]
+    return rec
+
+
+def labelled_cloud(points, cluster_labels, detections, vocabulary, frame_id: str, stamp=None):
+    """PointCloud2 of the detected clusters' points with label_id, score and cluster_id fields."""
+    return structured_to_pointcloud2(
+        labelled_points(points, cluster_labels, detections, vocabulary), frame_id=frame_id, stamp=stamp
+    )
+
+
+def detections_to_vision_msgs(detections: Sequence[Detection], frame_id: str, stamp=None):
+    """vision_msgs/Detection3DArray (vision_msgs 4.x API). Import it only when vision_msgs exists."""
+    from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+
+    out = Detection3DArray()
+    out.header.frame_id = frame_id
+    if stamp is not None:
+        out.header.stamp = stamp
+    for i, d in enumerate(detections):
+        det = Detection3D()
+        det.header = out.header
+        det.id = str(d.cluster_id if d.cluster_id >= 0 else i)
+        cx, cy, cz = (float(v) for v in d.box.center)
+        qx, qy, qz, qw = yaw_to_quaternion(d.box.yaw)
+        pose = det.bbox.center
+        pose.position.x, pose.position.y, pose.position.z = cx, cy, cz
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = (float(v) for v in d.box.size)
+        hyps = [(d.label, d.score)] + [(lbl, p) for lbl, p in (d.top_k or []) if lbl != d.label]
+        for label, score in hyps:
+            h = ObjectHypothesisWithPose()
+            h.hypothesis.class_id = str(label)
+            h.hypothesis.score = float(score)
+            h.pose.pose = pose
+            det.results.append(h)
+        out.detections.append(det)
+    return out

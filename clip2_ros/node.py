@@ -1,0 +1,450 @@
+"""``lidar_openvocab_node``: open-vocabulary labels for LiDAR clusters, published for rviz and tools.
+
+A thin adapter over :class:`clip2_core.pipeline.Pipeline` (the object the offline evaluator
+runs): it declares and validates parameters, converts messages to a :class:`Frame`, calls
+``pipeline.process`` and publishes the result.
+
+Topics (``~`` = the node's name)
+--------------------------------
+in:  ``lidar.topic`` (sensor_msgs/PointCloud2, sensor-data QoS, depth 1, keep-latest);
+     per camera ``cameras.<NAME>.image_topic`` (Image or CompressedImage) and
+     ``cameras.<NAME>.camera_info_topic`` (CameraInfo).
+out: ``~/detections/markers`` (visualization_msgs/MarkerArray), ``~/detections/json``
+     (std_msgs/String, one JSON document per frame), ``~/detections/points`` (PointCloud2 with
+     label_id, score, cluster_id; only while subscribed), ``~/detections/detections3d``
+     (vision_msgs/Detection3DArray, when vision_msgs is importable), ``~/debug/processing_time_ms``
+     (std_msgs/Float64), ``~/debug/stage_times_ms`` (std_msgs/String, JSON per-stage timings).
+
+Threads
+-------
+The LiDAR callback runs in its own mutually exclusive callback group; with a depth-1 sensor-data
+subscription a sweep that arrives while one is being processed replaces the waiting one, so the
+node never builds a backlog. Camera callbacks (another group) only store the latest messages;
+images are decoded only for the camera frame chosen for a sweep. A vocabulary change
+(``ros2 param set <node> vocabulary "[...]"``) is validated in the parameter callback and the
+text bank is rebuilt in a worker thread (``Pipeline.set_vocabulary`` swaps it in atomically), so
+the LiDAR callback never waits for it.
+
+Robustness
+----------
+Malformed clouds, NaN/inf points, empty clouds, undecodable images, missing camera info or
+images, and exceptions in inference never stop the node: each kind gives a throttled warning
+and the frame is skipped or processed LiDAR-only. ``node.stats`` counts what happened.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64, String
+from visualization_msgs.msg import MarkerArray
+
+from clip2_core.types import CameraView, Frame
+
+from clip2_ros import params as P
+from clip2_ros.conversions import (
+    CloudFormatError,
+    ImageDecodeError,
+    camera_info_to_intrinsics,
+    compressed_image_to_rgb,
+    image_to_rgb,
+    pointcloud2_to_array,
+    stamp_to_seconds,
+    transform_msg_to_matrix,
+)
+from clip2_ros.markers import detections_to_json, detections_to_markers, detections_to_vision_msgs, labelled_cloud
+
+NODE_NAME = "lidar_openvocab_node"
+CAMERA_BUFFER = 10  # image messages kept per camera to pick the one nearest a sweep
+
+
+def sensor_qos(depth: int = 1) -> QoSProfile:
+    """Sensor-data QoS (best effort, volatile) keeping only the newest ``depth`` messages."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def build_pipeline(pipeline_params: Dict[str, Any]):
+    """The real pipeline from the nested parameter dict (kept separate so startup errors are clear)."""
+    from clip2_core.pipeline import Pipeline, PipelineConfig
+
+    return Pipeline(PipelineConfig.from_dict(pipeline_params))
+
+
+class _CameraState:
+    """Latest messages of one camera (written by camera callbacks, read by the LiDAR callback)."""
+
+    def __init__(self, cfg: P.CameraParams):
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.images: Deque[Tuple[float, Any]] = deque(maxlen=CAMERA_BUFFER)  # (stamp [s], msg)
+        self.info: Optional[CameraInfo] = None
+
+    def nearest(self, t: float) -> Optional[Tuple[float, Any]]:
+        with self.lock:
+            if not self.images:
+                return None
+            return min(self.images, key=lambda sm: abs(sm[0] - t))
+
+
+class LidarOpenVocabNode(Node):
+    """The node; construct after ``rclpy.init``. Raises :class:`clip2_ros.params.ParameterError` on bad parameters."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.stats: Dict[str, int] = {
+            "clouds_received": 0,
+            "frames_published": 0,
+            "malformed_cloud": 0,
+            "empty_cloud": 0,
+            "nonfinite_points": 0,
+            "camera_skipped": 0,
+            "inference_error": 0,
+            "lidar_only_fallback": 0,
+            "vocabulary_updates": 0,
+        }
+        self._stats_lock = threading.Lock()
+        self._last_warn: Dict[str, float] = {}
+        self._declared: List[str] = []
+        self.params = self._declare_and_validate()
+        self._throttle_s = self.params.warn_throttle_s
+
+        self.pipeline = build_pipeline(self.params.pipeline)
+        self.get_logger().info(
+            f"pipeline ready; vocabulary ({len(self.pipeline.vocabulary)}): {list(self.pipeline.vocabulary)}"
+        )
+
+        # vocabulary rebuilds: latest request wins, done off the LiDAR thread
+        self._vocab_requests: "queue.Queue[Optional[Tuple[List[str], Optional[List[str]]]]]" = queue.Queue()
+        self._vocab_thread = threading.Thread(target=self._vocab_worker, name="clip2-vocabulary", daemon=True)
+        self._vocab_thread.start()
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self._tf_buffer = None
+        if self.params.use_tf and self.params.cameras:
+            self._tf_buffer = self._make_tf_buffer()
+
+        # publishers
+        self.pub_markers = self.create_publisher(MarkerArray, "~/detections/markers", 5)
+        self.pub_json = self.create_publisher(String, "~/detections/json", 5)
+        self.pub_points = self.create_publisher(PointCloud2, "~/detections/points", sensor_qos(1))
+        self.pub_time = self.create_publisher(Float64, "~/debug/processing_time_ms", 5)
+        self.pub_stages = self.create_publisher(String, "~/debug/stage_times_ms", 5)
+        self.pub_vision = None
+        if self.params.publish_vision_msgs:
+            try:
+                from vision_msgs.msg import Detection3DArray
+
+                self.pub_vision = self.create_publisher(Detection3DArray, "~/detections/detections3d", 5)
+            except ImportError:
+                self.get_logger().info("vision_msgs is not importable: ~/detections/detections3d is not published")
+
+        # subscriptions
+        self._lidar_group = MutuallyExclusiveCallbackGroup()
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self.sub_cloud = self.create_subscription(
+            PointCloud2, self.params.lidar_topic, self._on_cloud, sensor_qos(1), callback_group=self._lidar_group
+        )
+        self.cameras: Dict[str, _CameraState] = {}
+        for cam in self.params.cameras:
+            state = _CameraState(cam)
+            self.cameras[cam.name] = state
+            img_type = CompressedImage if cam.compressed else Image
+            self.create_subscription(
+                img_type, cam.image_topic, self._image_callback(state), sensor_qos(2), callback_group=self._camera_group
+            )
+            self.create_subscription(
+                CameraInfo, cam.camera_info_topic, self._info_callback(state), sensor_qos(1),
+                callback_group=self._camera_group,
+            )
+        self.get_logger().info(
+            f"listening on {self.sub_cloud.topic_name}"
+            + (f" with cameras {list(self.cameras)}" if self.cameras else " (LiDAR-only)")
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------------------------------
+    def _declare(self, name: str, default: Any) -> None:
+        desc = ParameterDescriptor(
+            name=name,
+            dynamic_typing=True,  # types are checked by the schema, with clearer messages
+            read_only=name not in P.DYNAMIC_PARAMETERS,
+        )
+        self.declare_parameter(name, default, desc)
+        self._declared.append(name)
+
+    def _declare_and_validate(self) -> P.NodeParams:
+        defaults = P.flatten(P.load_param_file(P.default_param_file()))
+        for name, value in defaults.items():
+            self._declare(name, value)
+        names = self.get_parameter("cameras.names").value or []
+        for cam in names:
+            for name, value in P.camera_parameter_names(str(cam)):
+                if not self.has_parameter(name):
+                    self._declare(name, value)
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        unknown = sorted(
+            k for k in overrides if not self.has_parameter(k) and not k.startswith(P.RESERVED_PREFIXES)
+        )
+        if unknown:
+            raise P.ParameterError(
+                f"unknown parameter(s) {unknown}; see {P.default_param_file()} for the accepted names "
+                "(camera groups must be listed in cameras.names)"
+            )
+        nested = P.unflatten({n: self.get_parameter(n).value for n in self._declared})
+        P.validate(nested)
+        return P.node_params(nested)
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
+        try:
+            for p in parameters:
+                if p.name == "vocabulary":
+                    P.validate_vocabulary(p.value)
+                elif p.name == "clip.templates":
+                    P.validate_templates(p.value)
+        except P.ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters) -> None:
+        if any(p.name in P.DYNAMIC_PARAMETERS for p in parameters):
+            vocab = P.validate_vocabulary(self.get_parameter("vocabulary").value)
+            templates = P.validate_templates(self.get_parameter("clip.templates").value)
+            self._vocab_requests.put((vocab, templates))
+
+    def _vocab_worker(self) -> None:
+        while True:
+            req = self._vocab_requests.get()
+            while True:  # only the newest request matters
+                try:
+                    req = self._vocab_requests.get_nowait()
+                except queue.Empty:
+                    break
+            if req is None:
+                return
+            vocab, templates = req
+            t0 = time.perf_counter()
+            try:
+                self.pipeline.set_vocabulary(vocab, templates)
+            except Exception as exc:  # keep the old text bank, keep running
+                self.get_logger().error(f"vocabulary update to {vocab} failed, keeping the previous one: {exc}")
+                continue
+            self._count("vocabulary_updates")
+            self.get_logger().info(
+                f"vocabulary updated in {(time.perf_counter() - t0) * 1e3:.0f} ms: {list(self.pipeline.vocabulary)}"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------------------------------
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] = self.stats.get(key, 0) + n
+
+    def _warn(self, kind: str, message: str) -> None:
+        """At most one warning of each kind per ``warn_throttle_s``; counts every occurrence."""
+        self._count(kind)
+        now = time.monotonic()
+        last = self._last_warn.get(kind)
+        if last is None or now - last >= self._throttle_s:
+            self._last_warn[kind] = now
+            self.get_logger().warning(f"[{kind}] {message}")
+
+    def _make_tf_buffer(self):
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError:
+            self.get_logger().info("tf2_ros is not importable: LiDAR->camera extrinsics come from the parameters")
+            return None
+        buf = Buffer()
+        self._tf_listener = TransformListener(buf, self, spin_thread=False)
+        return buf
+
+    def _image_callback(self, state: _CameraState) -> Callable[[Any], None]:
+        def cb(msg) -> None:
+            with state.lock:
+                state.images.append((stamp_to_seconds(msg.header.stamp), msg))
+
+        return cb
+
+    def _info_callback(self, state: _CameraState) -> Callable[[Any], None]:
+        def cb(msg) -> None:
+            with state.lock:
+                state.info = msg
+
+        return cb
+
+    def _extrinsics(self, state: _CameraState, lidar_frame: str, camera_frame: str) -> np.ndarray:
+        if self._tf_buffer is not None and camera_frame and lidar_frame:
+            try:
+                from rclpy.time import Time
+
+                tf = self._tf_buffer.lookup_transform(camera_frame, lidar_frame, Time())
+                return transform_msg_to_matrix(tf.transform)
+            except Exception as exc:  # no transform yet: the parameters are the fallback
+                self._warn("tf_fallback", f"{state.cfg.name}: tf2 {lidar_frame}->{camera_frame}: {exc}; using T_lidar_to_cam")
+        return state.cfg.T_lidar_to_cam
+
+    def _camera_views(self, t: float, lidar_frame: str) -> Dict[str, CameraView]:
+        views: Dict[str, CameraView] = {}
+        for name, state in self.cameras.items():
+            picked = state.nearest(t)
+            if picked is None:
+                self._warn("camera_skipped", f"{name}: no image received yet; LiDAR-only for this camera")
+                continue
+            t_img, msg = picked
+            if abs(t_img - t) > self.params.max_time_offset:
+                self._warn(
+                    "camera_skipped",
+                    f"{name}: nearest image is {abs(t_img - t) * 1e3:.0f} ms from the sweep "
+                    f"(max_time_offset {self.params.max_time_offset * 1e3:.0f} ms); not used",
+                )
+                continue
+            with state.lock:
+                info = state.info
+            if info is None:
+                self._warn("camera_skipped", f"{name}: no CameraInfo received yet; not used")
+                continue
+            try:
+                K, size_wh = camera_info_to_intrinsics(info)
+                rgb = compressed_image_to_rgb(msg) if state.cfg.compressed else image_to_rgb(msg)
+            except (ValueError, ImageDecodeError) as exc:
+                self._warn("camera_skipped", f"{name}: {exc}; not used")
+                continue
+            if (rgb.shape[1], rgb.shape[0]) != size_wh:
+                self._warn(
+                    "camera_skipped",
+                    f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo says {size_wh[0]}x{size_wh[1]}; not used",
+                )
+                continue
+            cam_frame = state.cfg.frame_id or msg.header.frame_id
+            T = self._extrinsics(state, lidar_frame, cam_frame)
+            views[name] = CameraView(name=name, K=K, T_lidar_to_cam=T, size_wh=size_wh, image=rgb, stamp=t_img)
+        return views
+
+    # ------------------------------------------------------------------------------------------
+    # the LiDAR callback
+    # ------------------------------------------------------------------------------------------
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        try:
+            self._process_cloud(msg)
+        except Exception as exc:  # last line of defence: the node keeps running
+            self._warn("callback_error", f"frame skipped: {type(exc).__name__}: {exc}")
+
+    def _process_cloud(self, msg: PointCloud2) -> None:
+        t0 = time.perf_counter()
+        self._count("clouds_received")
+        frame_id = self.params.lidar_frame_id or msg.header.frame_id
+        t = stamp_to_seconds(msg.header.stamp)
+        try:
+            points, names = pointcloud2_to_array(msg)
+        except CloudFormatError as exc:
+            self._warn("malformed_cloud", f"PointCloud2 skipped: {exc}")
+            return
+        finite = np.isfinite(points[:, :3]).all(axis=1)
+        if not finite.all():
+            self._count("nonfinite_points", int((~finite).sum()))
+            points = points[finite]
+        cols = [0, 1, 2] + ([names.index("intensity")] if "intensity" in names else [])
+        frame = Frame(
+            points=np.ascontiguousarray(points[:, cols]),
+            point_fields=tuple(names[c] for c in cols),
+            stamp=t,
+            frame_id=frame_id,
+        )
+        timings: Dict[str, float] = {"decode": (time.perf_counter() - t0) * 1e3}
+        if frame.points.shape[0] == 0:
+            self._warn("empty_cloud", "empty PointCloud2 (or no finite points): publishing no detections")
+            self._publish(msg, frame, [], None, timings, t0)
+            return
+        t1 = time.perf_counter()
+        if self.cameras and self.params.pipeline.get("ensemble", False):
+            frame.cameras = self._camera_views(t, frame_id)
+        timings["cameras"] = (time.perf_counter() - t1) * 1e3
+        try:
+            result = self.pipeline.process(frame)
+        except Exception as exc:
+            if not frame.cameras:
+                self._warn("inference_error", f"frame skipped: {type(exc).__name__}: {exc}")
+                return
+            self._warn("inference_error", f"{type(exc).__name__}: {exc}; retrying LiDAR-only")
+            frame.cameras = {}
+            try:
+                result = self.pipeline.process(frame)
+            except Exception as exc2:
+                self._warn("inference_error", f"frame skipped: {type(exc2).__name__}: {exc2}")
+                return
+            self._count("lidar_only_fallback")
+        timings.update({k: float(v) for k, v in result.timings_ms.items()})
+        self._publish(msg, frame, result.detections, result.segmentation, timings, t0)
+
+    def _publish(self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float) -> None:
+        t_pub = time.perf_counter()
+        stamp = msg.header.stamp
+        vocab = list(self.pipeline.vocabulary)
+        self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
+        if self.params.publish_points and segmentation is not None and self.pub_points.get_subscription_count() > 0:
+            self.pub_points.publish(
+                labelled_cloud(frame.points, segmentation.labels, detections, vocab, frame.frame_id, stamp)
+            )
+        if self.pub_vision is not None:
+            self.pub_vision.publish(detections_to_vision_msgs(detections, frame.frame_id, stamp))
+        timings["publish"] = (time.perf_counter() - t_pub) * 1e3
+        total = (time.perf_counter() - t0) * 1e3
+        self.pub_json.publish(
+            String(data=detections_to_json(detections, frame.stamp, frame.frame_id, vocab, dict(timings, total=total)))
+        )
+        self.pub_time.publish(Float64(data=total))
+        self.pub_stages.publish(String(data=json.dumps({k: round(v, 3) for k, v in timings.items()})))
+        self._count("frames_published")
+
+    # ------------------------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        self._vocab_requests.put(None)
+        if self._vocab_thread.is_alive():
+            self._vocab_thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Console script: ``lidar_openvocab_node [--ros-args ...]``; Ctrl-C shuts down cleanly."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = LidarOpenVocabNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except P.ParameterError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
