@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clip2_core.datasets.synth import SynthConfig, generate
-from clip2_core.datasets.synth.generate import points_in_box_global, rotation_to_quaternion
+from clip2_core.datasets.synth.writer import points_in_box_global, rotation_to_quaternion
 from clip2_core.datasets.synth.raycast import BOX, CYLINDER, ELLIPSOID, CameraGrid, LidarGrid, Primitives, cast, intersect
 from clip2_core.datasets.synth.world import build_world
 

@@ -4,7 +4,7 @@
 ``nuscenes.nuscenes.NuScenes(version, dataroot)`` loads; read it back with
 :class:`clip2_core.datasets.nuscenes.NuScenesReader`.
 """
-from .generate import SynthConfig, generate
+from .writer import SynthConfig, generate
 from .sensors import CAMERA_NAMES
 
 __all__ = ["SynthConfig", "generate", "CAMERA_NAMES"]

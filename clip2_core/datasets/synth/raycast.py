@@ -203,6 +203,35 @@ class LidarGrid(RayGrid):
         return self._flat[r0:r1][:, cols].reshape(-1)
 
 
+    def windows(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """(P, 4) int64 ``[r0, r1, c0, c1)`` windows of many primitives at once (columns may wrap: taken mod W)."""
+        P = c.shape[0]
+        out = np.zeros((P, 4), dtype=np.int64)
+        if P == 0:
+            return out
+        corners = c[:, None, :] + np.einsum("pij,pkj->pki", R, _CUBE[None] * half[:, None, :])
+        dist = np.linalg.norm(c, axis=1)
+        rxy = np.hypot(corners[..., 0] - c[:, None, 0], corners[..., 1] - c[:, None, 1]).max(axis=1)
+        horiz = np.hypot(c[:, 0], c[:, 1])
+        zmin, zmax = corners[..., 2].min(axis=1), corners[..., 2].max(axis=1)
+        r_min = np.maximum(horiz - rxy, 1e-3)
+        r_max = horiz + rxy
+        el_lo = np.arctan2(zmin, np.where(zmin < 0, r_min, r_max))
+        el_hi = np.arctan2(zmax, np.where(zmax > 0, r_min, r_max))
+        out[:, 0] = np.searchsorted(self.elev, el_lo - 1e-6, side="left")
+        out[:, 1] = np.searchsorted(self.elev, el_hi + 1e-6, side="right")
+        azc = np.arctan2(c[:, 1], c[:, 0])
+        daz = np.mod(np.arctan2(corners[..., 1], corners[..., 0]) - azc[:, None] + np.pi, 2 * np.pi) - np.pi
+        step = 2 * np.pi / self.n_az
+        out[:, 2] = np.floor((azc + daz.min(axis=1) + np.pi) / step - 0.5)
+        out[:, 3] = np.ceil((azc + daz.max(axis=1) + np.pi) / step - 0.5) + 1
+        full_az = (horiz <= rxy * 1.01) | (out[:, 3] - out[:, 2] >= self.n_az)
+        out[full_az, 2], out[full_az, 3] = 0, self.n_az
+        full = dist <= radius * 1.01
+        out[full] = (0, self.shape[0], 0, self.n_az)
+        return out
+
+
 class CameraGrid(RayGrid):
     """Pinhole camera rays through pixel centres (optical frame: x right, y down, z forward)."""
 
@@ -221,6 +250,31 @@ class CameraGrid(RayGrid):
         self._side_normals = np.array([n / np.linalg.norm(n) for n in normals])
         if (self._side_normals @ np.array([0.0, 0.0, 1.0]) < 0).any():
             self._side_normals = -self._side_normals
+
+    def windows(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """(P, 4) int64 ``[r0, r1, c0, c1)`` pixel windows of many primitives at once (empty when unseen)."""
+        P = c.shape[0]
+        out = np.zeros((P, 4), dtype=np.int64)
+        if P == 0:
+            return out
+        near = 0.05
+        corners = c[:, None, :] + np.einsum("pij,pkj->pki", R, _CUBE[None] * half[:, None, :])
+        front = corners[..., 2] > near
+        h, w = self.shape
+        allf = front.all(axis=1)
+        uv = corners[allf] @ self.K.T
+        u = uv[..., 0] / uv[..., 2]
+        v = uv[..., 1] / uv[..., 2]
+        out[allf, 0] = np.clip(np.floor(v.min(axis=1)), 0, h)
+        out[allf, 1] = np.clip(np.ceil(v.max(axis=1)) + 1, 0, h)
+        out[allf, 2] = np.clip(np.floor(u.min(axis=1)), 0, w)
+        out[allf, 3] = np.clip(np.ceil(u.max(axis=1)) + 1, 0, w)
+        for i in np.nonzero(front.any(axis=1) & ~allf)[0]:  # straddling the near plane: clip edges
+            idx = self.window(c[i], float(radius[i]), R[i], half[i])
+            if idx is not None:
+                rows, cols = idx // w, idx % w
+                out[i] = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
+        return out
 
     def cull(self, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
         """(P,) True for bounding spheres entirely outside the viewing frustum."""
@@ -295,13 +349,13 @@ def cast(
     radius = prims.radius
     dist = np.linalg.norm(prims.c, axis=1)
     near = dist - radius
-    if hasattr(grid, "cull"):
-        near = np.where(grid.cull(prims.c, radius), np.inf, near)
+    wins = grid.windows(prims.c, prims.R, prims.half, radius)
+    nonempty = (wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]) & (near < max_range)
     order = np.argsort(near, kind="stable")
-    for i in order[near[order] < max_range]:
-        idx = grid.window(prims.c[i], radius[i], prims.R[i], prims.half[i])
-        if idx is None or idx.size == 0:
-            continue
+    W = grid.shape[1]
+    for i in order[nonempty[order]]:
+        r0, r1, c0, c1 = wins[i]
+        idx = (np.arange(r0, r1)[:, None] * W + (np.arange(c0, c1) % W)[None, :]).reshape(-1)
         if not collect_silhouettes or prims.owner[i] < 0:  # rays already blocked nearer than this primitive can be skipped
             idx = idx[tbuf[idx] > near[i]]
             if idx.size == 0:

@@ -70,6 +70,7 @@ def camera_to_global(world: World, cam: CameraSpec, t: float) -> Tuple[np.ndarra
 
 
 _LIDAR_GRID: Optional[LidarGrid] = None
+_CAMERA_GRIDS: Dict[Tuple[str, int, int], CameraGrid] = {}  # ray grids are fixed per camera and resolution
 
 
 def lidar_grid() -> LidarGrid:
@@ -168,13 +169,17 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
     """Render a camera at time t at ``scale`` x the 1600x900 resolution.
 
     Returns ``rgb`` (h, w, 3) uint8, ``owner`` (h, w) int32 object index per pixel (-1 none),
-    ``silhouette`` {object index: pixel count ignoring occlusion}, ``visible`` {object index: pixel count}.
+    ``silhouette`` {object index: pixel count ignoring occlusion}, ``visible`` {object index: pixel count},
+    ``boxes`` {object index: (c0, r0, c1, r1) tight pixel box of its visible pixels, exclusive ends}.
     """
     w, h = int(round(IMAGE_WH[0] * scale)), int(round(IMAGE_WH[1] * scale))
     K = cam.K.copy()
     K[0, :] *= w / IMAGE_WH[0]
     K[1, :] *= h / IMAGE_WH[1]
-    grid = CameraGrid(K, w, h)
+    key = (cam.name, w, h)
+    grid = _CAMERA_GRIDS.get(key)
+    if grid is None:
+        grid = _CAMERA_GRIDS[key] = CameraGrid(K, w, h)
     R, tr = camera_to_global(world, cam, t)
     max_range = 120.0
     prims = world.primitives(t, near=tr, radius=max_range).transformed(R.T, -R.T @ tr)
@@ -234,11 +239,24 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
     # distance haze
     fog = 1.0 - np.exp(-np.where(hit, hits.t, 0.0) / 250.0)
     col = col * (1 - fog[:, None]) + sky[None, :] * fog[:, None]
-    col += rng.normal(0.0, 0.012, col.shape)
+    col += 0.012 * rng.standard_normal(col.shape, dtype=np.float32)
     img = (np.clip(col, 0, 1) * 255.0 + 0.5).astype(np.uint8).reshape(h, w, 3)
     owner_img = owner.reshape(h, w)
     vis_ids, vis_counts = np.unique(owner[owner >= 0], return_counts=True)
+    # tight pixel box [c0, r0, c1, r1) of every visible object
+    seen = owner >= 0
+    lut = np.searchsorted(vis_ids, owner[seen])
+    rows, cols = np.divmod(np.nonzero(seen)[0], w)
+    c0 = np.full(len(vis_ids), w)
+    r0 = np.full(len(vis_ids), h)
+    c1 = np.zeros(len(vis_ids), dtype=np.int64)
+    r1 = np.zeros(len(vis_ids), dtype=np.int64)
+    np.minimum.at(c0, lut, cols)
+    np.minimum.at(r0, lut, rows)
+    np.maximum.at(c1, lut, cols + 1)
+    np.maximum.at(r1, lut, rows + 1)
     return {
+        "boxes": {int(k): (int(a), int(b), int(c), int(d)) for k, a, b, c, d in zip(vis_ids, c0, r0, c1, r1)},
         "rgb": img,
         "owner": owner_img,
         "silhouette": {k: int(v.size) for k, v in (hits.silhouettes or {}).items()},

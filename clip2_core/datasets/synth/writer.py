@@ -160,10 +160,7 @@ def _sweep_task(task: Tuple[int, float, str, bool, List[Tuple[str, float]], Dict
         owner = r["owner"]
         sx = IMAGE_WH[0] / owner.shape[1]
         sy = IMAGE_WH[1] / owner.shape[0]
-        bbox = {}
-        for oid in r["visible"]:
-            rows, cols = np.nonzero(owner == oid)
-            bbox[oid] = [float(cols.min() * sx), float(rows.min() * sy), float((cols.max() + 1) * sx), float((rows.max() + 1) * sy)]
+        bbox = {oid: [float(c0 * sx), float(r0 * sy), float(c1 * sx), float(r1 * sy)] for oid, (c0, r0, c1, r1) in r["boxes"].items()}
         if cfg.masks:
             mpath = cfg.out / "synth_masks" / name / (Path(jpath.name).stem + ".png")
             mpath.parent.mkdir(parents=True, exist_ok=True)
