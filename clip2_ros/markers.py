@@ -143,10 +143,14 @@ def detections_to_dict(
     frame_id: str,
     vocabulary: Optional[Sequence[str]] = None,
     timings_ms: Optional[Dict[str, float]] = None,
+    image_used: Optional[Sequence[bool]] = None,
 ) -> dict:
-    """The per-frame JSON document as a dict (see the module docstring)."""
+    """The per-frame JSON document as a dict (see the module docstring).
+
+    ``image_used`` (per detection): whether a camera crop was fused into its label.
+    """
     dets = []
-    for d in detections:
+    for i, d in enumerate(detections):
         dets.append(
             {
                 "label": d.label,
@@ -159,6 +163,7 @@ def detections_to_dict(
                     "yaw": round(float(d.box.yaw), 5),
                 },
                 "top_k": [[str(lbl), round(float(p), 6)] for lbl, p in (d.top_k or [])],
+                "image_used": bool(image_used[i]) if image_used is not None and i < len(image_used) else False,
             }
         )
     return {

@@ -106,7 +106,10 @@ class _CameraState:
 class LidarOpenVocabNode(Node):
     """The node; construct after ``rclpy.init``. Raises :class:`clip2_ros.params.ParameterError` on bad parameters."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
+    def __init__(self, node_name: str = NODE_NAME, pipeline: Any = None, **kwargs: Any):
+        """``pipeline``: an already built :class:`clip2_core.pipeline.Pipeline` to use instead of
+        building one from the parameters (e.g. shared with an offline evaluator); ``kwargs`` go
+        to :class:`rclpy.node.Node` (context, parameter_overrides, namespace, ...)."""
         super().__init__(node_name, **kwargs)
         self.stats: Dict[str, int] = {
             "clouds_received": 0,
@@ -125,7 +128,7 @@ class LidarOpenVocabNode(Node):
         self.params = self._declare_and_validate()
         self._throttle_s = self.params.warn_throttle_s
 
-        self.pipeline = build_pipeline(self.params.pipeline)
+        self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
         self.get_logger().info(
             f"pipeline ready; vocabulary ({len(self.pipeline.vocabulary)}): {list(self.pipeline.vocabulary)}"
         )
@@ -373,12 +376,13 @@ class LidarOpenVocabNode(Node):
         timings: Dict[str, float] = {"decode": (time.perf_counter() - t0) * 1e3}
         if frame.points.shape[0] == 0:
             self._warn("empty_cloud", "empty PointCloud2 (or no finite points): publishing no detections")
-            self._publish(msg, frame, [], None, timings, t0)
+            self._publish(msg, frame, [], None, timings, t0, None, [])
             return
         t1 = time.perf_counter()
         if self.cameras and self.params.pipeline.get("ensemble", False):
             frame.cameras = self._camera_views(t, frame_id)
         timings["cameras"] = (time.perf_counter() - t1) * 1e3
+        vocab_before = list(self.pipeline.vocabulary)
         try:
             result = self.pipeline.process(frame)
         except Exception as exc:
@@ -394,12 +398,23 @@ class LidarOpenVocabNode(Node):
                 return
             self._count("lidar_only_fallback")
         timings.update({k: float(v) for k, v in result.timings_ms.items()})
-        self._publish(msg, frame, result.detections, result.segmentation, timings, t0)
+        self._publish(
+            msg, frame, result.detections, result.segmentation, timings, t0, vocab_before,
+            list(getattr(result, "image_used", []) or []),
+        )
 
-    def _publish(self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float) -> None:
+    def _publish(
+        self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float,
+        vocab_before: Optional[List[str]] = None, image_used: Optional[List[bool]] = None,
+    ) -> None:
         t_pub = time.perf_counter()
         stamp = msg.header.stamp
         vocab = list(self.pipeline.vocabulary)
+        if vocab_before is not None and vocab_before != vocab:
+            # the text bank was swapped while this frame was processed: report the one it used
+            used = {d.label for d in detections} - {"unknown"}
+            if not used <= set(vocab):
+                vocab = vocab_before
         self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
         if self.params.publish_points and segmentation is not None and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(
@@ -410,7 +425,9 @@ class LidarOpenVocabNode(Node):
         timings["publish"] = (time.perf_counter() - t_pub) * 1e3
         total = (time.perf_counter() - t0) * 1e3
         self.pub_json.publish(
-            String(data=detections_to_json(detections, frame.stamp, frame.frame_id, vocab, dict(timings, total=total)))
+            String(data=detections_to_json(
+                detections, frame.stamp, frame.frame_id, vocab, dict(timings, total=total), image_used
+            ))
         )
         self.pub_time.publish(Float64(data=total))
         self.pub_stages.publish(String(data=json.dumps({k: round(v, 3) for k, v in timings.items()})))
@@ -439,6 +456,9 @@ def main(args: Optional[List[str]] = None) -> int:
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as exc:  # e.g. the model or CLIP weights cannot be loaded
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {type(exc).__name__}: {exc}")
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()

@@ -40,6 +40,7 @@ PIPELINE_KEYS = (
     "ensemble",
     "ensemble_weight",
     "max_clusters",
+    "top_k",
 )
 # Defaults for a camera group whose name is not in the default YAML: "" / [] fail validation
 # with a message naming the parameter to set.
@@ -144,10 +145,12 @@ def load_schema() -> Dict[str, Any]:
     return json.loads(schema_file().read_text())
 
 
-def validate(nested: Mapping[str, Any], schema: Optional[Mapping[str, Any]] = None) -> None:
+def validate(nested: Mapping[str, Any], schema: Optional[Mapping[str, Any]] = None, require_model: bool = True) -> None:
     """Validate nested ``ros__parameters`` against the schema and the cross-field rules.
 
-    Raises ParameterError listing every problem as ``parameter 'a.b.c': <what is wrong>``.
+    ``require_model``: an encoder (``model.checkpoint`` or ``model.onnx``) must be named — true
+    for a node about to start; the shipped defaults name none. Raises ParameterError listing
+    every problem as ``parameter 'a.b.c': <what is wrong>``.
     """
     import jsonschema
 
@@ -160,6 +163,11 @@ def validate(nested: Mapping[str, Any], schema: Optional[Mapping[str, Any]] = No
         problems.append(_describe(err, path))
     if not problems:
         problems.extend(_cross_checks(nested))
+    if not problems and require_model and not (nested["model"]["checkpoint"] or nested["model"]["onnx"]):
+        problems.append(
+            "parameter 'model.checkpoint' or 'model.onnx' must be set: the trained point encoder "
+            "(a clip2 checkpoint directory, or its ONNX export)"
+        )
     if problems:
         raise ParameterError("invalid parameters:\n  " + "\n  ".join(problems))
 
@@ -260,11 +268,14 @@ class NodeParams:
 def pipeline_dict(nested: Mapping[str, Any]) -> Dict[str, Any]:
     """The pipeline's part of the parameters, with ROS stand-ins turned into None ("" paths, [""] templates)."""
     out = json.loads(json.dumps({k: _plain(nested[k]) for k in PIPELINE_KEYS if k in nested}))
+    model = out.get("model", {})
     for k in ("checkpoint", "onnx", "engine"):
-        if out.get("model", {}).get(k) == "":
-            out["model"][k] = None
+        if model.get(k) == "":
+            model[k] = None
+    if model.get("num_threads") == 0:
+        model["num_threads"] = None
     clip = out.get("clip", {})
-    for k in ("weights", "cache_dir"):
+    for k in ("model", "weights", "model_config_file", "cache_dir"):
         if clip.get(k) == "":
             clip[k] = None
     if "templates" in clip:

@@ -73,6 +73,9 @@ def test_json_document_round_trip():
     assert d["timings_ms"] == {"ground": 1.235}
     assert d["detections"][0]["box"] == {"center": [10, 2, -0.9], "size": [4.5, 1.9, 1.6], "yaw": 0.3}
     assert d["detections"][0]["top_k"] == [["car", 0.83], ["truck", 0.1]]
+    assert [x["image_used"] for x in d["detections"]] == [False] * 3
+    used = json.loads(detections_to_json(dets, 0.0, "lidar", None, None, [True, False, True]))
+    assert [x["image_used"] for x in used["detections"]] == [True, False, True]
     back = json_to_detections(doc)
     assert [b.label for b in back] == ["car", "pedestrian", "car"]
     for a, b in zip(dets, back):

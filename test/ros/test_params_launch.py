@@ -29,7 +29,9 @@ def test_shipped_yaml_validates_against_schema(defaults):
     doc = yaml.safe_load(P.default_param_file().read_text())
     jsonschema.Draft7Validator.check_schema(P.load_schema())
     jsonschema.validate(doc, P.load_schema())
-    P.validate(defaults)
+    P.validate(defaults, require_model=False)
+    with pytest.raises(P.ParameterError, match="'model.checkpoint' or 'model.onnx' must be set"):
+        P.validate(defaults)
     node = P.node_params(defaults)
     assert node.lidar_topic == "input/points" and [c.name for c in node.cameras] == ["CAM_FRONT"]
     assert node.cameras[0].T_lidar_to_cam.shape == (4, 4)
@@ -37,6 +39,13 @@ def test_shipped_yaml_validates_against_schema(defaults):
     assert set(pipe) == set(P.PIPELINE_KEYS)
     assert pipe["model"]["checkpoint"] is None and pipe["clip"]["weights"] is None
     assert pipe["clip"]["templates"] is None  # [""] = the built-in templates
+    assert pipe["clip"]["model"] is None and pipe["model"]["num_threads"] is None  # "" / 0 = defaults
+    from clip2_core.pipeline import PipelineConfig
+
+    with pytest.raises(ValueError, match="model.checkpoint or model.onnx"):  # the pipeline agrees on every key
+        PipelineConfig.from_dict(pipe)
+    cfg = PipelineConfig.from_dict(dict(pipe, model=dict(pipe["model"], checkpoint="/some/ckpt")))
+    assert cfg.vocabulary == defaults["vocabulary"] and cfg.segmentation.cluster.tolerance == 0.6
     assert pipe["segmentation"]["cluster"]["tolerance"] == 0.6
 
 
@@ -68,6 +77,7 @@ def test_flatten_unflatten_round_trip(defaults):
 
 def _bad(defaults, edit):
     d = copy.deepcopy(defaults)
+    d["model"]["checkpoint"] = "/some/ckpt"
     edit(d)
     with pytest.raises(P.ParameterError) as info:
         P.validate(d)

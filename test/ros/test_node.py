@@ -1,0 +1,337 @@
+"""The running node, in-process with real rclpy: synthetic sweeps and camera frames in, detections out.
+
+A tester node publishes nuScenes-sized synthetic sweeps (clip2_core.benchmarks.sweeps) with a
+camera image and CameraInfo, and subscribes to the node's outputs. Everything waits by polling
+with generous timeouts (publishing again while waiting: the LiDAR input is best effort, depth 1).
+"""
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Float64, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.geometry import points_in_boxes
+from clip2_ros.conversions import (
+    array_to_pointcloud2,
+    make_camera_info,
+    pointcloud2_to_structured,
+    rgb_to_image,
+    seconds_to_stamp,
+)
+from clip2_ros.markers import markers_to_boxes
+from clip2_ros.node import sensor_qos
+
+LIDAR_TOPIC = "/clip2_test/points"
+IMAGE_TOPIC = "/clip2_test/cam_front/image"
+INFO_TOPIC = "/clip2_test/cam_front/camera_info"
+OUT = "/lidar_openvocab_node"
+CAM_K = np.array([[200.0, 0, 160], [0, 200.0, 90], [0, 0, 1]])
+CAM_SIZE = (320, 180)
+# sweep frame: x forward, y left, z up -> optical: x right (-y), y down (-z), z forward (x)
+T_LIDAR_TO_CAM = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+
+
+def sweep_msg(seed: int, stamp: float):
+    scene = make_sweep(seed)
+    msg = array_to_pointcloud2(
+        scene.points, ("x", "y", "z", "intensity", "ring"), frame_id="lidar", stamp=seconds_to_stamp(stamp),
+        dtypes={"ring": np.uint16},
+    )
+    return msg, scene
+
+
+def camera_msgs(stamp: float):
+    rgb = np.zeros((CAM_SIZE[1], CAM_SIZE[0], 3), dtype=np.uint8)
+    rgb[: CAM_SIZE[1] // 2] = (120, 160, 220)  # sky
+    rgb[CAM_SIZE[1] // 2 :] = (70, 70, 70)  # road
+    img = rgb_to_image(rgb, "bgr8", frame_id="cam_front", stamp=seconds_to_stamp(stamp))
+    info = make_camera_info(CAM_K, CAM_SIZE, frame_id="cam_front", stamp=seconds_to_stamp(stamp))
+    return img, info
+
+
+class Probe(Node):
+    """Publishes inputs and records every output of the node under test."""
+
+    def __init__(self, context):
+        super().__init__("clip2_tester", context=context)
+        self.pub_cloud = self.create_publisher(PointCloud2, LIDAR_TOPIC, 1)
+        self.pub_image = self.create_publisher(Image, IMAGE_TOPIC, 5)
+        self.pub_info = self.create_publisher(CameraInfo, INFO_TOPIC, 5)
+        self.lock = threading.Lock()
+        self.json, self.markers, self.points, self.times = [], [], [], []
+        self.create_subscription(String, f"{OUT}/detections/json", self._rec(self.json), 50)
+        self.create_subscription(MarkerArray, f"{OUT}/detections/markers", self._rec(self.markers), 50)
+        self.create_subscription(PointCloud2, f"{OUT}/detections/points", self._rec(self.points), sensor_qos(5))
+        self.create_subscription(Float64, f"{OUT}/debug/processing_time_ms", self._rec(self.times), 50)
+
+    def _rec(self, store):
+        def cb(msg):
+            with self.lock:
+                store.append(msg)
+
+        return cb
+
+    def doc_for(self, stamp: float):
+        with self.lock:
+            for m in self.json:
+                d = json.loads(m.data)
+                if abs(d["stamp"] - stamp) < 1e-6:
+                    return d
+        return None
+
+    def markers_for(self, stamp: float):
+        with self.lock:
+            for m in self.markers:
+                s = m.markers[0].header.stamp
+                if abs(s.sec + 1e-9 * s.nanosec - stamp) < 1e-6:
+                    return m
+        return None
+
+
+def publish_until(tester, wait_for, publish, predicate, timeout=30.0, every=0.5):
+    """Publish (again every ``every`` s) until ``predicate()``; returns its final value."""
+    last = [0.0]
+
+    def tick():
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            publish()
+
+    assert wait_for(predicate, timeout=timeout, on_tick=tick), "no output from the node in time"
+    return predicate()
+
+
+def gt_recall(doc, scene, min_points=10):
+    """Fraction of GT objects (with >= min_points returns) whose box holds a detection's centre."""
+    inside = points_in_boxes(scene.points[:, :3].astype(np.float64), scene.boxes)
+    visible = inside.sum(axis=0) >= min_points
+    centres = np.array([d["box"]["center"] for d in doc["detections"]]).reshape(-1, 3)
+    grown = scene.boxes.copy()
+    grown[:, 3:6] += 0.6
+    hit = points_in_boxes(centres, grown).any(axis=0) if len(centres) else np.zeros(len(grown), bool)
+    matched = {}
+    for j in np.flatnonzero(visible & hit):
+        k = np.flatnonzero(points_in_boxes(centres, grown[j : j + 1])[:, 0])[0]
+        matched[int(j)] = doc["detections"][int(k)]
+    return hit[visible].mean(), matched, int(visible.sum())
+
+
+VOCAB = ["car", "truck", "pedestrian", "bicycle", "traffic_cone", "pole"]
+
+
+def node_overrides(extra=()):
+    return [
+        Parameter("lidar.topic", value=LIDAR_TOPIC),
+        Parameter("cameras.enabled", value=True),
+        Parameter("cameras.names", value=["CAM_FRONT"]),
+        Parameter("cameras.CAM_FRONT.image_topic", value=IMAGE_TOPIC),
+        Parameter("cameras.CAM_FRONT.compressed", value=False),
+        Parameter("cameras.CAM_FRONT.camera_info_topic", value=INFO_TOPIC),
+        Parameter("cameras.CAM_FRONT.T_lidar_to_cam", value=T_LIDAR_TO_CAM.reshape(-1).tolist()),
+        Parameter("max_time_offset", value=0.05),
+        Parameter("vocabulary", value=VOCAB),
+        Parameter("ensemble", value=True),
+        Parameter("warn_throttle_s", value=0.0),
+        Parameter("unknown_threshold", value=0.0),  # every detection gets a vocabulary label
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def running(ros_context, node_model_parameters):
+    """(node, tester) spinning in one MultiThreadedExecutor for the whole module."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    from clip2_ros.node import LidarOpenVocabNode
+
+    node = LidarOpenVocabNode(context=ros_context, parameter_overrides=node_overrides(node_model_parameters))
+    tester = Probe(ros_context)
+    ex = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    ex.add_node(node)
+    ex.add_node(tester)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    yield node, tester
+    ex.shutdown(timeout_sec=5.0)
+    th.join(timeout=5.0)
+    node.destroy_node()
+    tester.destroy_node()
+
+
+def test_detections_match_ground_truth(running, wait_for):
+    node, tester = running
+    stamp = 100.0
+    cloud, scene = sweep_msg(1, stamp)
+    img, info = camera_msgs(stamp + 0.02)
+
+    def publish():
+        tester.pub_info.publish(info)
+        tester.pub_image.publish(img)
+        tester.pub_cloud.publish(cloud)
+
+    doc = publish_until(tester, wait_for, publish, lambda: tester.doc_for(stamp))
+    assert wait_for(lambda: tester.markers_for(stamp) is not None, timeout=10)
+    assert doc["frame_id"] == "lidar" and doc["vocabulary"] == VOCAB
+    dets = doc["detections"]
+    assert 10 <= len(dets) <= 64
+    assert {d["label"] for d in dets} <= set(VOCAB)
+    assert all(0.0 <= d["score"] <= 1.0 for d in dets)
+    recall, matched, n_visible = gt_recall(doc, scene)
+    assert n_visible >= 10 and recall >= 0.9, f"recall {recall:.2f} of {n_visible} visible objects"
+    # the markers carry the same boxes and labels as the JSON
+    markers = tester.markers_for(stamp)
+    assert markers.markers[0].action == Marker.DELETEALL
+    boxes, labels, scores = markers_to_boxes(markers)
+    np.testing.assert_allclose(boxes, [d["box"]["center"] + d["box"]["size"] + [d["box"]["yaw"]] for d in dets], atol=1e-3)
+    assert labels == [d["label"] for d in dets]
+    # the camera frame was used (in sync, decodable): objects ahead got their crop fused
+    assert node.stats["camera_skipped"] == 0
+    ahead = [d for d in dets if d["box"]["center"][0] > 5 and abs(d["box"]["center"][1]) < d["box"]["center"][0]]
+    assert ahead and any(d["image_used"] for d in ahead)
+    assert not any(d["image_used"] for d in dets if d["box"]["center"][0] < 0)  # behind the camera
+    assert set(doc["timings_ms"]) >= {"decode", "cameras", "publish", "total"}
+    assert wait_for(lambda: len(tester.times) > 0, timeout=5)
+    # labelled points: only detected clusters' points, with fields for rviz
+    assert wait_for(lambda: len(tester.points) > 0, timeout=10, on_tick=publish)
+    rec = pointcloud2_to_structured(tester.points[-1])
+    assert set(rec.dtype.names) == {"x", "y", "z", "label_id", "score", "cluster_id"}
+    assert rec.shape[0] > 0 and (rec["label_id"] >= -1).all() and (rec["label_id"] < len(VOCAB)).all()
+
+
+def _good_frame(tester, wait_for, stamp, seed=2):
+    cloud, _ = sweep_msg(seed, stamp)
+    img, info = camera_msgs(stamp)
+
+    def publish():
+        tester.pub_info.publish(info)
+        tester.pub_image.publish(img)
+        tester.pub_cloud.publish(cloud)
+
+    return publish_until(tester, wait_for, publish, lambda: tester.doc_for(stamp))
+
+
+def _raw_cloud(fields, point_step, width, data, stamp, row_step=None):
+    msg = PointCloud2()
+    msg.header.frame_id = "lidar"
+    msg.header.stamp = seconds_to_stamp(stamp)
+    msg.height, msg.width = 1, width
+    msg.fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in fields]
+    msg.point_step = point_step
+    msg.row_step = row_step if row_step is not None else point_step * width
+    msg.data = data
+    return msg
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the 1e18 m sweep, on purpose
+def test_malformed_inputs_never_stop_the_node(running, wait_for):
+    node, tester = running
+    xyz = [("x", 0), ("y", 4), ("z", 8)]
+    bad_clouds = {
+        "malformed_cloud": [
+            _raw_cloud(xyz[:2], 8, 4, bytes(32), 200.0),  # no z
+            _raw_cloud(xyz, 12, 4, bytes(47), 201.0),  # data length != width * point_step
+            _raw_cloud(xyz + [("intensity", 10)], 12, 4, bytes(48), 202.0),  # field beyond point_step
+            _raw_cloud(xyz, 12, 4, bytes(24), 203.0, row_step=6),  # row_step < width * point_step
+        ],
+    }
+    before = dict(node.stats)
+    for kind, msgs in bad_clouds.items():
+        for m in msgs:
+            tester.pub_cloud.publish(m)
+            assert wait_for(lambda: node.stats[kind] > before[kind], timeout=10), kind
+            before[kind] = node.stats[kind]
+    # NaN / inf points: dropped, the rest processed
+    pts = make_sweep(3).points[:, :4].copy()
+    pts[::7, 0] = np.nan
+    pts[1::11, 2] = np.inf
+    nan_cloud = array_to_pointcloud2(pts, ("x", "y", "z", "intensity"), "lidar", seconds_to_stamp(210.0))
+    img, info = camera_msgs(210.0)
+    doc = publish_until(
+        tester, wait_for, lambda: (tester.pub_info.publish(info), tester.pub_image.publish(img), tester.pub_cloud.publish(nan_cloud)),
+        lambda: tester.doc_for(210.0),
+    )
+    assert len(doc["detections"]) > 0 and node.stats["nonfinite_points"] > 0
+    # empty cloud: an empty result, markers cleared
+    empty = array_to_pointcloud2(np.zeros((0, 3), np.float32), ("x", "y", "z"), "lidar", seconds_to_stamp(220.0))
+    doc = publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(empty), lambda: tester.doc_for(220.0))
+    assert doc["detections"] == []
+    assert wait_for(lambda: tester.markers_for(220.0) is not None, timeout=10)
+    assert [m.action for m in tester.markers_for(220.0).markers] == [Marker.DELETEALL]
+    # extreme but finite coordinates: whatever the pipeline does with them, the node goes on
+    far = pts[: 1000].copy()
+    far[~np.isfinite(far)] = 0.0
+    far[:10, :2] = 1e18
+    far_cloud = array_to_pointcloud2(far, ("x", "y", "z", "intensity"), "lidar", seconds_to_stamp(225.0))
+    tester.pub_cloud.publish(far_cloud)
+    # undecodable image: the camera is skipped, the sweep is processed LiDAR-only
+    skipped = node.stats["camera_skipped"]
+    cloud, _ = sweep_msg(4, 230.0)
+    broken = Image(height=CAM_SIZE[1], width=CAM_SIZE[0], encoding="bgr8", step=CAM_SIZE[0] * 3, data=bytes(100))
+    broken.header.stamp = seconds_to_stamp(230.0)
+    doc = publish_until(
+        tester, wait_for, lambda: (tester.pub_image.publish(broken), tester.pub_cloud.publish(cloud)),
+        lambda: tester.doc_for(230.0),
+    )
+    assert node.stats["camera_skipped"] > skipped and len(doc["detections"]) > 0
+    assert not any(d["image_used"] for d in doc["detections"])  # LiDAR-only
+    # camera frame too far in time: not used
+    skipped = node.stats["camera_skipped"]
+    img, info = camera_msgs(240.0 + 1.0)
+    cloud, _ = sweep_msg(5, 240.0)
+    publish_until(
+        tester, wait_for, lambda: (tester.pub_image.publish(img), tester.pub_cloud.publish(cloud)),
+        lambda: tester.doc_for(240.0),
+    )
+    assert node.stats["camera_skipped"] > skipped
+    # and after all that, a good frame still gives detections
+    doc = _good_frame(tester, wait_for, 250.0)
+    assert len(doc["detections"]) > 0
+    assert node.context.ok()
+
+
+def test_vocabulary_change_at_run_time(running, wait_for):
+    node, tester = running
+    # rejected updates: the parameter keeps its value
+    bad = node.set_parameters([Parameter("vocabulary", value=["car", "car"])])[0]
+    assert not bad.successful and "duplicate" in bad.reason
+    bad = node.set_parameters([Parameter("clip.templates", value=["no placeholder"])])[0]
+    assert not bad.successful and "{}" in bad.reason
+    ro = node.set_parameters([Parameter("score_threshold", value=0.5)])[0]
+    assert not ro.successful and "read-only" in ro.reason
+    assert list(node.get_parameter("vocabulary").value) == VOCAB
+
+    new_vocab = ["sedan", "lorry", "person", "cyclist", "cone", "post", "tree"]
+    ok = node.set_parameters([Parameter("vocabulary", value=new_vocab)])[0]
+    assert ok.successful
+    # frames keep flowing while the text bank is rebuilt; later frames carry the new labels
+    stamps = iter(np.arange(300.0, 400.0, 0.5))
+    current = [next(stamps)]
+    cloud, _ = sweep_msg(6, current[0])
+
+    def publish():
+        current[0] = next(stamps)
+        cloud.header.stamp = seconds_to_stamp(current[0])
+        tester.pub_cloud.publish(cloud)
+
+    def new_labels_seen():
+        with tester.lock:
+            docs = [json.loads(m.data) for m in tester.json]
+        return [d for d in docs if d["stamp"] >= 300.0 and d["vocabulary"] == new_vocab]
+
+    docs = publish_until(tester, wait_for, publish, new_labels_seen, timeout=60.0, every=0.3)
+    labels = {d["label"] for doc in docs for d in doc["detections"]}
+    assert labels and labels <= set(new_vocab)
+    assert node.stats["vocabulary_updates"] >= 1
+    with tester.lock:
+        old = [json.loads(m.data) for m in tester.json]
+    # no frame mixes vocabularies: each document's labels come from its own vocabulary
+    for d in old:
+        assert {x["label"] for x in d["detections"]} <= set(d["vocabulary"]) | {"unknown"}
