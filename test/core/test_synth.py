@@ -68,7 +68,7 @@ def test_cast_takes_nearest_hit_and_plane():
     assert hits.t[centre] * grid.depth_per_t.reshape(-1)[centre] == pytest.approx(4.5)
     assert (hits.prim == -2).any()  # the plane is seen below the boxes
     # the far box's silhouette includes pixels hidden by the near box
-    assert centre in set(hits.silhouettes[0].tolist())
+    assert hits.silhouettes[0] > (hits.prim == 0).sum()
 
 
 def test_lidar_grid_window_covers_every_hit():

@@ -317,7 +317,70 @@ class Hits:
     t: np.ndarray  # (n,) range along the unit ray, inf = no hit
     prim: np.ndarray  # (n,) int primitive index, -1 = none / plane
     normal: np.ndarray  # (n, 3) unit normal, sensor frame
-    silhouettes: Optional[dict] = None  # owner -> flat indices of rays hitting it, ignoring occlusion
+    silhouettes: Optional[dict] = None  # owner -> number of rays hitting it, ignoring occlusion
+
+
+def _pair_hits(kind: int, d: np.ndarray, o: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Distances (n,) along local rays ``o + t d`` (rows are (ray, primitive) pairs) to a primitive kind."""
+    if kind == BOX:
+        dd = np.where(np.abs(d) < _EPS, _EPS, d)
+        inv = 1.0 / dd
+        t1 = (-half - o) * inv
+        t2 = (half - o) * inv
+        t_near = np.minimum(t1, t2).max(axis=1)
+        t_far = np.maximum(t1, t2).min(axis=1)
+        return np.where((t_far >= t_near) & (t_near > _EPS), t_near, np.inf)
+    if kind == CYLINDER:
+        r, hz = half[:, 0], half[:, 2]
+        a = d[:, 0] ** 2 + d[:, 1] ** 2
+        b = 2.0 * (o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1])
+        cc = o[:, 0] ** 2 + o[:, 1] ** 2 - r * r
+        disc = b * b - 4.0 * a * cc
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ts = (-b - np.sqrt(disc)) / (2.0 * a)
+        side = (disc >= 0) & (a > _EPS) & (ts > _EPS) & (np.abs(o[:, 2] + ts * d[:, 2]) <= hz)
+        zc = np.where(o[:, 2] > 0, hz, -hz)
+        dz = np.where(np.abs(d[:, 2]) < _EPS, _EPS, d[:, 2])
+        tc = (zc - o[:, 2]) / dz
+        px = o[:, 0] + tc * d[:, 0]
+        py = o[:, 1] + tc * d[:, 1]
+        cap = (tc > _EPS) & (px * px + py * py <= r * r) & (np.abs(o[:, 2]) > hz)
+        return np.minimum(np.where(side, ts, np.inf), np.where(cap, tc, np.inf))
+    os_ = o / half
+    ds = d / half
+    a = (ds * ds).sum(1)
+    b = 2.0 * (ds * os_).sum(1)
+    cc = (os_ * os_).sum(1) - 1.0
+    disc = b * b - 4.0 * a * cc
+    with np.errstate(invalid="ignore"):
+        ts = (-b - np.sqrt(disc)) / (2.0 * a)
+    return np.where((disc >= 0) & (ts > _EPS), ts, np.inf)
+
+
+def _local_normals(kind: np.ndarray, p: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Outward unit normals (n, 3) at local hit points ``p`` on primitives of the given kinds."""
+    q = np.abs(p) / half
+    n = np.zeros_like(p)
+    box = kind == BOX
+    if box.any():
+        ax = np.argmax(q[box], axis=1)
+        nb = np.zeros((int(box.sum()), 3))
+        nb[np.arange(len(ax)), ax] = np.sign(p[box][np.arange(len(ax)), ax])
+        n[box] = nb
+    cyl = kind == CYLINDER
+    if cyl.any():
+        pc, hc = p[cyl], half[cyl]
+        radial = np.hypot(pc[:, 0], pc[:, 1]) / hc[:, 0]
+        on_cap = np.abs(pc[:, 2]) / hc[:, 2] > radial
+        nc = np.zeros_like(pc)
+        nc[:, 0] = np.where(on_cap, 0.0, pc[:, 0])
+        nc[:, 1] = np.where(on_cap, 0.0, pc[:, 1])
+        nc[:, 2] = np.where(on_cap, np.sign(pc[:, 2]), 0.0)
+        n[cyl] = nc
+    ell = kind == ELLIPSOID
+    if ell.any():
+        n[ell] = p[ell] / half[ell] ** 2
+    return n / (np.linalg.norm(n, axis=1, keepdims=True) + _EPS)
 
 
 def cast(
@@ -326,10 +389,15 @@ def cast(
     max_range: float,
     plane: Optional[Tuple[np.ndarray, float]] = None,
     collect_silhouettes: bool = False,
+    chunk: int = 400_000,
+    rounds: int = 4,
 ) -> Hits:
     """Cast every ray of ``grid`` against ``prims`` (sensor frame) and an optional plane ``n . p = d``.
 
-    The plane gets ``prim == -2``.
+    Primitives are taken near to far in ``rounds`` batches; in each, all (ray, primitive) pairs inside
+    the primitives' grid windows whose ray is not already blocked nearer are intersected at once
+    (vectorised), and the nearest hit per ray wins. The plane gets ``prim == -2``. With
+    ``collect_silhouettes`` the rays hitting each object (``owner >= 0``) are counted ignoring occlusion.
     """
     dirs = grid.dirs.reshape(-1, 3)
     n = dirs.shape[0]
@@ -345,34 +413,62 @@ def cast(
         tbuf[ok] = tp[ok]
         pbuf[ok] = -2
         nbuf[ok] = pn
-    sil: dict = {} if collect_silhouettes else None
     radius = prims.radius
-    dist = np.linalg.norm(prims.c, axis=1)
-    near = dist - radius
+    near = np.linalg.norm(prims.c, axis=1) - radius
     wins = grid.windows(prims.c, prims.R, prims.half, radius)
-    nonempty = (wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]) & (near < max_range)
-    order = np.argsort(near, kind="stable")
+    live = np.nonzero((wins[:, 1] > wins[:, 0]) & (wins[:, 3] > wins[:, 2]) & (near < max_range))[0]
+    live = live[np.argsort(near[live], kind="stable")]
     W = grid.shape[1]
-    for i in order[nonempty[order]]:
-        r0, r1, c0, c1 = wins[i]
-        idx = (np.arange(r0, r1)[:, None] * W + (np.arange(c0, c1) % W)[None, :]).reshape(-1)
-        if not collect_silhouettes or prims.owner[i] < 0:  # rays already blocked nearer than this primitive can be skipped
-            idx = idx[tbuf[idx] > near[i]]
-            if idx.size == 0:
-                continue
-        t, nrm = intersect(int(prims.kind[i]), prims.R[i], prims.c[i], prims.half[i], dirs[idx])
-        hit = t < max_range
-        if not hit.any():
+    o_local = -np.einsum("pij,pi->pj", prims.R, prims.c)  # (P, 3) sensor origin in each local frame
+    t_plane = tbuf.copy()
+    sil_keys = []
+    # near-to-far rounds: rays already blocked by nearer hits are not intersected again
+    for batch in np.array_split(live, min(rounds, max(1, live.size))):
+        idx_parts, prim_parts = [], []
+        for i in batch:
+            r0, r1, c0, c1 = wins[i]
+            idx = (np.arange(r0, r1)[:, None] * W + (np.arange(c0, c1) % W)[None, :]).reshape(-1)
+            # objects keep every ray for their silhouettes (occlusion ignored); all else is culled
+            ref = t_plane if (collect_silhouettes and prims.owner[i] >= 0) else tbuf
+            idx = idx[ref[idx] > near[i]]
+            if idx.size:
+                idx_parts.append(idx)
+                prim_parts.append(np.full(idx.size, i, dtype=np.int64))
+        if not idx_parts:
             continue
-        t = np.where(hit, t, np.inf)
-        if sil is not None and prims.owner[i] >= 0:
-            sil.setdefault(int(prims.owner[i]), []).append(idx[hit])
-        better = t < tbuf[idx]
-        if better.any():
-            j = idx[better]
-            tbuf[j] = t[better]
-            pbuf[j] = i
-            nbuf[j] = nrm[better]
-    if sil is not None:
-        sil = {k: np.unique(np.concatenate(v)) for k, v in sil.items()}
+        idx = np.concatenate(idx_parts)
+        prim = np.concatenate(prim_parts)
+        t = np.full(idx.size, np.inf)
+        for s0 in range(0, idx.size, chunk):
+            sl = slice(s0, s0 + chunk)
+            pi, ii = prim[sl], idx[sl]
+            kinds = prims.kind[pi]
+            d_local = np.einsum("nij,ni->nj", prims.R[pi], dirs[ii])
+            tc = np.full(pi.size, np.inf)
+            for kind in (BOX, CYLINDER, ELLIPSOID):
+                m = kinds == kind
+                if m.any():
+                    tc[m] = _pair_hits(kind, d_local[m], o_local[pi[m]], prims.half[pi[m]])
+            t[sl] = tc
+        t[t >= max_range] = np.inf
+        hit = np.isfinite(t)
+        idx, prim, t = idx[hit], prim[hit], t[hit]
+        if collect_silhouettes:
+            own = prims.owner[prim]
+            keep = own >= 0
+            sil_keys.append(own[keep].astype(np.int64) * n + idx[keep])
+        np.minimum.at(tbuf, idx, t)
+        win = t == tbuf[idx]
+        wi, wp, wt = idx[win], prim[win], t[win]
+        pbuf[wi] = wp
+        p_local = np.einsum("nij,ni->nj", prims.R[wp], dirs[wi] * wt[:, None]) + o_local[wp]
+        nl = _local_normals(prims.kind[wp], p_local, prims.half[wp])
+        nbuf[wi] = np.einsum("nij,nj->ni", prims.R[wp], nl)
+    sil = None
+    if collect_silhouettes:
+        sil = {}
+        if sil_keys:
+            keys = np.unique(np.concatenate(sil_keys))
+            owners, counts = np.unique(keys // n, return_counts=True)
+            sil = {int(o): int(c) for o, c in zip(owners, counts)}
     return Hits(t=tbuf, prim=pbuf, normal=nbuf, silhouettes=sil)

@@ -259,7 +259,7 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
         "boxes": {int(k): (int(a), int(b), int(c), int(d)) for k, a, b, c, d in zip(vis_ids, c0, r0, c1, r1)},
         "rgb": img,
         "owner": owner_img,
-        "silhouette": {k: int(v.size) for k, v in (hits.silhouettes or {}).items()},
+        "silhouette": dict(hits.silhouettes or {}),
         "visible": {int(k): int(c) for k, c in zip(vis_ids, vis_counts)},
         "K": K,
     }
