@@ -9,14 +9,16 @@ max-pool over the active voxels and a two-layer head give the ``(B, D)`` unit em
 
 Every convolution uses ``spconv.ConvAlgo.Native``.
 
-**CPU caveat.** With spconv-cu120 2.3.6 (the version pinned here) the CPU execution path of
-these convolutions returns wrong values (checked against a dense ``conv3d`` reference, with
-one thread as well as several; the CPU submanifold rule book holds only half of the kernel
-offsets). The encoder therefore runs a tiny parity self-check the first time it sees a CPU
-tensor and refuses to run on CPU if spconv fails it, with an error that says so. On CUDA the
-same code runs unchanged. The dense :mod:`clip2_core.encoders.pointnet2` encoder is the
-default and the one exported to ONNX/TensorRT; this one is not exportable (spconv has no ONNX
-ops).
+**CPU.** A CUDA build of spconv (spconv-cu120 here) with ``ConvAlgo.Native`` computes these
+convolutions correctly on CPU tensors, forward and backward, with several threads (checked against
+a dense ``conv3d`` reference in the tests), whereas the CPU-only ``spconv`` wheel is known to give
+wrong results with more than one thread. As a guard the encoder runs a tiny parity self-check the
+first time it sees a CPU tensor in a process and refuses to run if spconv fails it. Pitfall:
+spconv reads index tensors as raw contiguous memory — ``torch.nonzero(...)`` returns a
+column-major (non-contiguous) tensor, so always pass ``indices.contiguous()``.
+
+The dense :mod:`clip2_core.encoders.pointnet2` encoder is the default and the one exported to
+ONNX/TensorRT; this one is not exportable (spconv has no ONNX ops).
 
 spconv is imported lazily, only when a sparse encoder is built.
 """
@@ -51,36 +53,52 @@ def import_spconv() -> Any:
     return spconv
 
 
-def spconv_dense_parity(device: str = "cpu", seed: int = 0) -> float:
+def spconv_dense_parity(device: str = "cpu", seed: int = 0, backward: bool = False) -> float:
     """Max abs difference between spconv (SubMConv3d and strided SparseConv3d, Native algo) and a
     dense ``conv3d`` reference on a random 6^3 grid with 2 samples and 3->4 channels.
 
+    Compares outputs at the active output sites and, with ``backward=True``, also the gradients
+    of a random linear function of the outputs w.r.t. the input features, weights and bias.
     A correct spconv gives ~1e-6. Used by the tests and by the encoder's CPU self-check.
     """
     spconv = import_spconv()
     g = torch.Generator().manual_seed(seed)
     d, b, cin, cout = 6, 2, 3, 4
     occ = torch.rand(b, d, d, d, generator=g) < 0.3
-    idx = occ.nonzero().to(torch.int32).contiguous()  # (N, 4) b, z, y, x
+    idx = occ.nonzero().to(torch.int32).contiguous()  # (N, 4) b, z, y, x; nonzero() is column-major
+    li = idx.long()
     feats = torch.randn(idx.shape[0], cin, generator=g)
-    x = spconv.SparseConvTensor(feats.to(device), idx.to(device), [d, d, d], b)
-    subm = spconv.SubMConv3d(cin, cout, 3, padding=1, bias=True, indice_key="parity", algo=spconv.ConvAlgo.Native)
-    down = spconv.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=True, algo=spconv.ConvAlgo.Native)
     worst = 0.0
-    dense_in = x.dense().cpu()  # (B, C, D, H, W)
-    with torch.no_grad():
-        for conv, stride in ((subm, 1), (down, 2)):
-            conv.to(device)
+    for stride in (1, 2):
+        if stride == 1:
+            conv = spconv.SubMConv3d(cin, cout, 3, padding=1, bias=True, indice_key="parity", algo=spconv.ConvAlgo.Native)
+        else:
+            conv = spconv.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=True, algo=spconv.ConvAlgo.Native)
+        with torch.no_grad():
             for p in conv.parameters():
-                p.copy_(torch.randn(p.shape, generator=g).to(device))
-            y = conv(x)
-            w = conv.weight.detach().cpu().permute(0, 4, 1, 2, 3)  # KRSC (out, kz, ky, kx, in) -> (out, in, kz, ky, kx)
-            ref = F.conv3d(dense_in, w, conv.bias.detach().cpu(), stride=stride, padding=1)
-            oi = y.indices.long().cpu()
+                p.copy_(torch.randn(p.shape, generator=g))
+        conv.to(device)
+        f_sp = feats.clone().to(device).requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            y = conv(spconv.SparseConvTensor(f_sp, idx.to(device), [d, d, d], b))
+        oi = y.indices.long().cpu()
+        if stride == 1 and oi.shape[0] != idx.shape[0]:
+            return float("inf")  # submanifold must keep exactly the input sites
+        # dense reference on CPU, differentiable w.r.t. features and the same parameter values
+        w = conv.weight.detach().cpu().clone().requires_grad_(backward)  # KRSC (out, kz, ky, kx, in)
+        bias = conv.bias.detach().cpu().clone().requires_grad_(backward)
+        f_ref = feats.clone().requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            dense = torch.zeros(b, d, d, d, cin).index_put((li[:, 0], li[:, 1], li[:, 2], li[:, 3]), f_ref)
+            ref = F.conv3d(dense.permute(0, 4, 1, 2, 3), w.permute(0, 4, 1, 2, 3), bias, stride=stride, padding=1)
             ref_at = ref[oi[:, 0], :, oi[:, 1], oi[:, 2], oi[:, 3]]
-            worst = max(worst, float((ref_at - y.features.cpu()).abs().max()))
-            if stride == 1 and oi.shape[0] != idx.shape[0]:
-                worst = float("inf")  # submanifold must keep exactly the input sites
+        worst = max(worst, float((ref_at.detach() - y.features.detach().cpu()).abs().max()))
+        if backward:
+            r = torch.randn(ref_at.shape, generator=g)
+            (ref_at * r).sum().backward()
+            (y.features * r.to(device)).sum().backward()
+            for got, want in ((f_sp.grad, f_ref.grad), (conv.weight.grad, w.grad), (conv.bias.grad, bias.grad)):
+                worst = max(worst, float((got.cpu() - want).abs().max()))
     return worst
 
 
@@ -121,7 +139,7 @@ def voxelize(points: torch.Tensor, cfg: SparseVoxelConfig) -> Tuple[torch.Tensor
     y = (uniq // g) % g
     z = (uniq // (g * g)) % g
     bi = uniq // (g * g * g)
-    indices = torch.stack([bi, z, y, x], dim=1).to(torch.int32)
+    indices = torch.stack([bi, z, y, x], dim=1).to(torch.int32).contiguous()
     return feats, indices
 
 

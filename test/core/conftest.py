@@ -82,6 +82,12 @@ def make_tiny_encoder(seed: int = 0):
     return model.eval()
 
 
+@pytest.fixture
+def tiny_encoder():
+    """A fresh pointnet2-tiny-v1 encoder (eval mode, seed 0, non-trivial BatchNorm statistics)."""
+    return make_tiny_encoder()
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved pointnet2-tiny-v1 checkpoint directory (random weights)."""
