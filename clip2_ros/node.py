@@ -442,24 +442,32 @@ class LidarOpenVocabNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    """Console script: ``lidar_openvocab_node [--ros-args ...]``; Ctrl-C shuts down cleanly."""
+    """Console script: ``lidar_openvocab_node [--ros-args ...]``; Ctrl-C shuts down cleanly.
+
+    Exit codes: 0 after a shutdown, 2 for invalid parameters, 1 when the node cannot start
+    (e.g. the encoder or CLIP weights cannot be loaded).
+    """
     rclpy.init(args=args)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    executor = MultiThreadedExecutor(num_threads=3)
     node = None
     code = 0
     try:
         node = LidarOpenVocabNode()
-        executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
+        node.get_logger().info("ready")
         executor.spin()
     except P.ParameterError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        logger.fatal(str(exc))
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as exc:  # e.g. the model or CLIP weights cannot be loaded
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {type(exc).__name__}: {exc}")
-        code = 1
+    except Exception as exc:
+        if rclpy.ok():  # not a Ctrl-C during start-up: the model or weights could not be loaded, ...
+            logger.fatal(f"cannot start: {type(exc).__name__}: {exc}")
+            code = 1
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -1,0 +1,61 @@
+"""The node as a process (what the console script / launch file runs): start-up errors and Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from clip2_ros import params as P
+
+
+def _write_params(path, overrides):
+    nested = P.load_param_file(P.default_param_file())
+    flat = P.flatten(nested)
+    flat.update(overrides)
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": P.unflatten(flat)}}))
+    return path
+
+
+def _start(params_file):
+    return subprocess.Popen(
+        [sys.executable, "-m", "clip2_ros.node", "--ros-args", "--params-file", str(params_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", PYTHONUNBUFFERED="1"),
+    )
+
+
+def test_bad_parameters_exit_with_a_clear_message(tmp_path):
+    params = _write_params(tmp_path / "bad.yaml", {"model.backend": "cuda", "score_threshold": 2.0})
+    proc = _start(params)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "parameter 'model.backend'" in out and "parameter 'score_threshold'" in out
+
+
+def test_ctrl_c_shuts_down_cleanly(tmp_path, tiny_model_files):
+    overrides = dict(tiny_model_files)
+    overrides.update({"cameras.enabled": False, "lidar.topic": "/clip2_test/process/points"})
+    proc = _start(_write_params(tmp_path / "ok.yaml", overrides))
+    lines = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:  # readline returns at each log line or at EOF
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "]: ready" in line:
+                break
+        assert any("listening on /clip2_test/process/points" in x for x in lines), "".join(lines)
+        assert "]: ready" in lines[-1], "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "Traceback" not in rest, rest
