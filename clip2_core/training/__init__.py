@@ -1,0 +1,1 @@
+"""CLIP2 training: typed config, streaming proxy data, the loop (DDP/AMP), resumable checkpoints."""

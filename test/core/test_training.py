@@ -1,0 +1,120 @@
+"""Training: schedule, config parsing, a short CPU run, exact resume, bad data."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.geometry import points_in_boxes
+from clip2_core.mining.shards import ShardWriter, write_index
+from clip2_core.training.config import load_train_config
+from clip2_core.training.trainer import lr_at, train
+from clip2_core.types import Proxy
+
+
+def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:
+    """Proxy shards from synthetic sweeps: the points inside each visible GT box, labelled by class."""
+    rng = np.random.default_rng(rng_seed)
+    w = ShardWriter(out, shard_size=64)
+    for s in seeds:
+        scene = make_sweep(seed=s)
+        inside = points_in_boxes(scene.points, scene.boxes)
+        proxies = []
+        for j, name in enumerate(scene.names):
+            pts = scene.points[inside[:, j]]
+            pts = pts[pts[:, 2] > scene.boxes[j, 2] - scene.boxes[j, 5] / 2 + 0.1]  # drop ground hits
+            if len(pts) >= 10:
+                emb = rng.normal(size=emb_dim).astype(np.float32) if emb_dim else None
+                proxies.append(Proxy(text=name.replace("_", " "), points=pts, image_embedding=emb, provenance={"seed": s}))
+        w.write_sample(f"sweep{s}", proxies)
+    w.close()
+    write_index(out)
+    return out
+
+
+def test_lr_schedule_worked_example(tmp_path):
+    cfg = load_train_config(None, [f"data.train=[{tmp_path}]", "optim.lr=1.0", "optim.warmup_steps=10", "optim.steps=110",
+                                   "optim.min_lr_ratio=0.0"])
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="optim: unknown key"):
+        load_train_config(None, [f"data.train=[{tmp_path}]", "optim.lrr=1"])
+    with pytest.raises(ValueError, match="data.batch_size: expected an integer"):
+        load_train_config(None, [f"data.train=[{tmp_path}]", "data.batch_size=big"])
+    with pytest.raises(ValueError, match="data.train"):
+        load_train_config(None, [])
+    with pytest.raises(FileNotFoundError):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+@pytest.fixture(scope="module")
+def gt_proxies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proxies")
+    return write_gt_proxies(root / "train", range(6), emb_dim=32), write_gt_proxies(root / "val", range(50, 52))
+
+
+def _cfg(tiny_clip_files, train_dir, val_dir, out, steps, extra=()):
+    return load_train_config(
+        None,
+        [
+            f"data.train=[{train_dir}]",
+            f"data.val=[{val_dir}]",
+            "data.batch_size=16",
+            "data.shuffle_buffer=64",
+            "model.name=pointnet2-tiny-v1",
+            f"clip.model={tiny_clip_files.name}",
+            f"clip.weights={tiny_clip_files.weights_file}",
+            f"clip.model_config_file={tiny_clip_files.config_file}",
+            f"optim.steps={steps}",
+            "optim.warmup_steps=5",
+            "optim.lr=0.003",
+            "checkpoint.every=10",
+            f"checkpoint.out={out}",
+            "log.every=5",
+            "log.val_every=10",
+            *extra,
+        ],
+    )
+
+
+def test_short_run_learns_and_writes_everything(tiny_clip_files, gt_proxies, tmp_path):
+    train_dir, val_dir = gt_proxies
+    cfg = _cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "run", 40)
+    summary = train(cfg)
+    run = tmp_path / "run"
+    assert summary["step"] == 40
+    assert (run / "step-0000040" / "model.safetensors").is_file() and (run / "best" / "config.json").is_file()
+    assert len(list(run.glob("step-*"))) == 3  # keep=3 of steps 10..40
+    rows = (run / "scalars.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) > 8
+    assert any((run / "tensorboard").iterdir())
+    losses = [float(r.split(",")[1]) for r in rows[1:] if r.split(",")[1]]
+    assert losses[-1] < losses[0]  # it learns
+    assert summary["val"]["n"] > 0
+
+
+def test_resume_is_exact(tiny_clip_files, gt_proxies, tmp_path):
+    from safetensors.torch import load_file
+
+    train_dir, val_dir = gt_proxies
+    straight = train(_cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "a", 20))
+    first = train(_cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "b", 20), stop_at=13)  # "interrupted"
+    assert first["step"] == 13
+    resumed = train(_cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "b", 20), resume=True)
+    assert straight["step"] == resumed["step"] == 20
+    a = load_file(str(tmp_path / "a" / "step-0000020" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "step-0000020" / "model.safetensors"))
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_no_usable_data_is_a_clear_error(tiny_clip_files, gt_proxies, tmp_path):
+    train_dir, val_dir = gt_proxies
+    cfg = _cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "c", 5, ["data.batch_size=100000"])
+    with pytest.raises(ValueError, match="no full batch"):
+        train(cfg)
