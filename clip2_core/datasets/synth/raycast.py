@@ -424,20 +424,27 @@ def cast(
     sil_keys = []
     # near-to-far rounds: rays already blocked by nearer hits are not intersected again
     for batch in np.array_split(live, min(rounds, max(1, live.size))):
-        idx_parts, prim_parts = [], []
-        for i in batch:
-            r0, r1, c0, c1 = wins[i]
-            idx = (np.arange(r0, r1)[:, None] * W + (np.arange(c0, c1) % W)[None, :]).reshape(-1)
-            # objects keep every ray for their silhouettes (occlusion ignored); all else is culled
-            ref = t_plane if (collect_silhouettes and prims.owner[i] >= 0) else tbuf
-            idx = idx[ref[idx] > near[i]]
-            if idx.size:
-                idx_parts.append(idx)
-                prim_parts.append(np.full(idx.size, i, dtype=np.int64))
-        if not idx_parts:
+        # all (ray, primitive) pairs of the batch's windows, built without a Python loop
+        r0, r1, c0, c1 = wins[batch].T
+        nc = c1 - c0
+        sizes = (r1 - r0) * nc
+        total = int(sizes.sum())
+        if total == 0:
             continue
-        idx = np.concatenate(idx_parts)
-        prim = np.concatenate(prim_parts)
+        prim = np.repeat(batch, sizes)
+        start = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        k = np.arange(total, dtype=np.int64) - start
+        ncp = np.repeat(nc, sizes)
+        idx = (np.repeat(r0, sizes) + k // ncp) * W + (np.repeat(c0, sizes) + k % ncp) % W
+        # objects keep every ray for their silhouettes (occlusion ignored); all else is culled
+        if collect_silhouettes:
+            ref = np.where(prims.owner[prim] >= 0, t_plane[idx], tbuf[idx])
+        else:
+            ref = tbuf[idx]
+        keep = ref > near[prim]
+        idx, prim = idx[keep], prim[keep]
+        if idx.size == 0:
+            continue
         t = np.full(idx.size, np.inf)
         for s0 in range(0, idx.size, chunk):
             sl = slice(s0, s0 + chunk)

@@ -183,21 +183,20 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
     R, tr = camera_to_global(world, cam, t)
     max_range = 120.0
     prims = world.primitives(t, near=tr, radius=max_range).transformed(R.T, -R.T @ tr)
-    hits = cast(grid, prims, max_range, plane=_plane_in_sensor(world, R, tr), collect_silhouettes=True)
+    hits = cast(grid, prims, max_range, plane=_plane_in_sensor(world, R, tr), collect_silhouettes=True, rounds=8)
     dirs = grid.dirs.reshape(-1, 3)
     n = dirs.shape[0]
     rgb_m, _, pat_m = world.materials.arrays()
-    col = np.empty((n, 3))
+    col = np.empty((n, 3), dtype=np.float32)
     # sky gradient by the ray's global elevation
-    dg = dirs @ R.T
-    up = np.clip(dg[:, 2], -0.2, 1.0)
-    sky = np.asarray(world.sky_rgb)
+    up = np.clip(dirs @ R[2], -0.2, 1.0).astype(np.float32)
+    sky = np.asarray(world.sky_rgb, dtype=np.float32)
     col[:] = sky[None, :] * (0.8 + 0.2 * up[:, None]) + (1.0 - up[:, None]) ** 4 * 0.25
     hit = np.isfinite(hits.t)
-    pg = dirs * np.where(hit, hits.t, 0.0)[:, None] @ R.T + tr  # global hit points
     on_plane = hits.prim == -2
     if on_plane.any():
-        col[on_plane] = _ground_appearance(world, pg[on_plane, 0], pg[on_plane, 1])[0]
+        pg = (dirs[on_plane] * hits.t[on_plane, None]) @ R.T + tr  # global hit points on the ground
+        col[on_plane] = _ground_appearance(world, pg[:, 0], pg[:, 1])[0]
     on_obj = hits.prim >= 0
     owner = np.full(n, -1, dtype=np.int32)
     if on_obj.any():
@@ -205,42 +204,33 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
         mats = prims.material[pi]
         base = rgb_m[mats].copy()
         pat = pat_m[mats]
-        # pattern in the primitive's local frame
-        pl = np.einsum("nj,nji->ni", (dirs[on_obj] * hits.t[on_obj, None]) - prims.c[pi], prims.R[pi])
-        win = pat == 1  # building windows: grid of dark panes
-        if win.any():
-            u = np.mod(pl[win, 0] + pl[win, 1], 3.0)
-            v = np.mod(pl[win, 2] + 100.0, 3.2)
-            pane = (u > 0.8) & (u < 2.2) & (v > 1.0) & (v < 2.6)
-            b = base[win]
-            b[pane] = (0.18, 0.22, 0.3)
-            base[win] = b
-        band = pat == 2  # white bands (cones, barriers)
-        if band.any():
-            rel = (pl[band, 2] + prims.half[pi[band], 2]) / (2 * prims.half[pi[band], 2] + 1e-9)
-            white = np.mod(pl[band, 2] * 6.0, 1.0) < 0.35
-            b = base[band]
-            b[white] = (0.95, 0.95, 0.95)
-            base[band] = b
-            _ = rel
-        sign = pat == 3  # sign plates: white border
-        if sign.any():
-            m = (np.abs(pl[sign, 1]) > prims.half[pi[sign], 1] * 0.75) | (np.abs(pl[sign, 2]) > prims.half[pi[sign], 2] * 0.75)
-            b = base[sign]
-            b[m] = (0.95, 0.95, 0.95)
-            base[sign] = b
+        patterned = pat > 0
+        if patterned.any():  # patterns in the primitive's local frame
+            sel = np.nonzero(on_obj)[0][patterned]
+            pp = pi[patterned]
+            pl = np.einsum("nj,nji->ni", dirs[sel] * hits.t[sel, None] - prims.c[pp], prims.R[pp])
+            b = base[patterned]
+            kind = pat[patterned]
+            win = kind == 1  # building windows: grid of dark panes
+            u = np.mod(pl[:, 0] + pl[:, 1], 3.0)
+            v = np.mod(pl[:, 2] + 100.0, 3.2)
+            b[win & (u > 0.8) & (u < 2.2) & (v > 1.0) & (v < 2.6)] = (0.18, 0.22, 0.3)
+            band = (kind == 2) & (np.mod(pl[:, 2] * 6.0, 1.0) < 0.35)  # white bands (cones, barriers)
+            b[band] = (0.95, 0.95, 0.95)
+            hh = prims.half[pp]
+            border = (kind == 3) & ((np.abs(pl[:, 1]) > hh[:, 1] * 0.75) | (np.abs(pl[:, 2]) > hh[:, 2] * 0.75))
+            b[border] = (0.95, 0.95, 0.95)  # sign plates: white border
+            base[patterned] = b
         col[on_obj] = base
         owner[on_obj] = prims.owner[pi]
-    # shading
-    normal_g = hits.normal @ R.T
-    lam = np.clip(normal_g @ world.sun, 0.0, 1.0)
-    shade = 0.45 + 0.6 * lam
-    col[hit] *= shade[hit, None]
-    # distance haze
-    fog = 1.0 - np.exp(-np.where(hit, hits.t, 0.0) / 250.0)
-    col = col * (1 - fog[:, None]) + sky[None, :] * fog[:, None]
-    col += 0.012 * rng.standard_normal(col.shape, dtype=np.float32)
-    img = (np.clip(col, 0, 1) * 255.0 + 0.5).astype(np.uint8).reshape(h, w, 3)
+    # Lambert shading, distance haze, a little sensor noise
+    lam = np.clip(hits.normal[hit] @ (R.T @ world.sun), 0.0, 1.0).astype(np.float32)
+    col[hit] *= (0.45 + 0.6 * lam)[:, None]
+    fog = (1.0 - np.exp(-hits.t[hit] / 250.0)).astype(np.float32)[:, None]
+    col[hit] = col[hit] * (1 - fog) + sky[None, :] * fog
+    img = np.clip(col * 255.0 + 0.5, 0, 255).reshape(h, w, 3)
+    img += rng.integers(-3, 4, size=(h, w, 1)).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
     owner_img = owner.reshape(h, w)
     vis_ids, vis_counts = np.unique(owner[owner >= 0], return_counts=True)
     # tight pixel box [c0, r0, c1, r1) of every visible object
