@@ -29,10 +29,16 @@ from clip2_core.encoders.config import PointEncoderConfig, PointNet2Config
 
 
 def pairwise_sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared distances ``(B, M, N)`` between ``a`` ``(B, M, 3)`` and ``b`` ``(B, N, 3)``."""
-    return (
-        (a**2).sum(-1, keepdim=True) - 2.0 * torch.bmm(a, b.transpose(1, 2)) + (b**2).sum(-1).unsqueeze(1)
-    )
+    """Squared distances ``(B, M, N)`` between ``a`` ``(B, M, 3)`` and ``b`` ``(B, N, 3)``.
+
+    One batched matmul of augmented vectors, ``[a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2``, so
+    the (B, M, N) matrix is written once instead of by three broadcast passes.
+    """
+    a2 = (a * a).sum(-1, keepdim=True)
+    b2 = (b * b).sum(-1, keepdim=True)
+    lhs = torch.cat([a, a2, torch.ones_like(a2)], dim=-1)  # (B, M, 5)
+    rhs = torch.cat([-2.0 * b, torch.ones_like(b2), b2], dim=-1)  # (B, N, 5)
+    return torch.bmm(lhs, rhs.transpose(1, 2))
 
 
 def batch_row_offsets(idx: torch.Tensor, rows_per_batch: int) -> torch.Tensor:
