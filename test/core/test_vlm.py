@@ -153,3 +153,26 @@ def test_crop_boxes_worked_example(tiny_clip):
     with pytest.raises(ValueError, match="degenerate"):
         crop_boxes(img, np.array([[5, 5, 5, 9]]))
     assert tiny_clip.encode_crops(img, np.array([[2, 2, 12, 6]])).shape == (1, 32)
+
+
+def test_tag_found_in_local_hub_cache(tiny_clip_files, tiny_clip, tmp_path, monkeypatch):
+    """A pretrained tag resolves to the file in the Hugging Face hub cache, offline."""
+    import shutil
+
+    import open_clip.pretrained as ocp
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # register a tag for the tiny architecture, the way open_clip lists its own tags
+    monkeypatch.setitem(ocp._PRETRAINED, tiny_clip_files.name,
+                        {"cachedtag": {"hf_hub": "clip2-test/tiny-clip/", "quick_gelu": False}})
+    # the hub cache layout: models--ORG--REPO/refs/main -> revision, snapshots/REV/FILE
+    repo = tmp_path / "hub" / "models--clip2-test--tiny-clip"
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    (repo / "snapshots" / rev).mkdir(parents=True)
+    shutil.copy(tiny_clip_files.weights_file, repo / "snapshots" / rev / "open_clip_model.safetensors")
+    clip = FrozenCLIP(VLMConfig(model=tiny_clip_files.name, pretrained="cachedtag", cache_dir=str(tmp_path / "hub"),
+                                model_config_file=str(tiny_clip_files.config_file)))
+    assert clip.weights_id == f"tag:{tiny_clip_files.name}/cachedtag"
+    np.testing.assert_allclose(clip.encode_text(["a van"]), tiny_clip.encode_text(["a van"]), atol=1e-6)
