@@ -397,7 +397,8 @@ class LidarOpenVocabNode(Node):
                 self._warn("inference_error", f"frame skipped: {type(exc2).__name__}: {exc2}")
                 return
             self._count("lidar_only_fallback")
-        timings.update({k: float(v) for k, v in result.timings_ms.items()})
+        # pipeline stages keep their names; its own total becomes "pipeline" ("total" is the node's)
+        timings.update({("pipeline" if k == "total" else k): float(v) for k, v in result.timings_ms.items()})
         self._publish(
             msg, frame, result.detections, result.segmentation, timings, t0, vocab_before,
             list(getattr(result, "image_used", []) or []),
