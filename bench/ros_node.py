@@ -205,14 +205,14 @@ def main() -> int:
         from clip2_core.viz import save_bev_png
 
         boxes, labels, scores = markers_to_boxes(last_markers)
-        title = "lidar_openvocab_node output: ~/detections/markers (boxes, labels), GT dashed"
+        title = "lidar_openvocab_node: ~/detections/markers (boxes, colour per label), ~/detections/points; GT dashed"
         if not args.checkpoint:
             title += "\n(random-weight encoder: labels are placeholders)"
         pts, cl = last.points[:, :3], np.full(last.points.shape[0], -1)
         if last_cloud is not None and last_cloud.shape[0]:  # ~/detections/points: colour by cluster
             det = np.stack([last_cloud["x"], last_cloud["y"], last_cloud["z"]], axis=1)
             pts, cl = np.vstack([pts, det]), np.concatenate([cl, last_cloud["cluster_id"]])
-        save_bev_png(args.png, pts, boxes=boxes, box_labels=[f"{l} {s:.2f}" for l, s in zip(labels, scores)],
+        save_bev_png(args.png, pts, boxes=boxes, box_labels=labels,
                      gt_boxes=last.boxes, cluster_labels=cl, extent=40.0, title=title)
         print(f"wrote {args.png}")
     if args.json:
