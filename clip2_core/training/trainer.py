@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -62,7 +62,6 @@ def init_distributed(device: str) -> DistInfo:
 
 
 def _train_module(encoder, loss_cfg):
-    import torch
     from torch import nn
 
     from clip2_core.losses import CLIP2Loss

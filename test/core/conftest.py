@@ -1,61 +1,16 @@
-"""Shared fixtures for test/core: a tiny open_clip model and a tiny point-encoder checkpoint.
-
-``tiny_clip_files`` builds a registered open_clip architecture small enough for CPU tests
-(embed_dim 32, one transformer layer per tower), initialises it with random weights, and saves
-them both as a weights file and as a ``local-dir:`` folder, so tests load it back through the
-same path a user's real CLIP weights take. ``HF_HUB_OFFLINE=1`` for every test here.
-"""
+"""Fixtures for test/core: a loaded tiny CLIP and tiny point encoders (``tiny_clip_files`` itself
+lives in test/conftest.py, shared with the other test layers)."""
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-TINY_CLIP_NAME = "clip2-test-tiny"
-TINY_CLIP_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@dataclass
-class TinyClipFiles:
-    name: str  # registered open_clip architecture name
-    config_file: Path  # its JSON (pass as VLMConfig.model_config_file)
-    weights_file: Path  # random weights, .safetensors
-    local_dir: Path  # open_clip_config.json + open_clip_model.safetensors
-
-
 @pytest.fixture(scope="session")
-def tiny_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFiles:
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("tiny_clip")
-    cfg_file = root / f"{TINY_CLIP_NAME}.json"
-    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(123)
-    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    weights = root / "tiny_clip.safetensors"
-    save_file(state, str(weights))
-    local = root / "local_dir"
-    local.mkdir()
-    (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    save_file(state, str(local / "open_clip_model.safetensors"))
-    return TinyClipFiles(TINY_CLIP_NAME, cfg_file, weights, local)
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tiny_clip_files: TinyClipFiles):
+def tiny_clip(tiny_clip_files):
     """A FrozenCLIP loaded from the tiny model's weights file."""
     from clip2_core.vlm import FrozenCLIP, VLMConfig
 
@@ -95,6 +50,6 @@ def tiny_encoder_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     model = make_tiny_encoder()
     d = tmp_path_factory.mktemp("tiny_encoder") / "ckpt"
-    save_checkpoint(d, model, model.config, clip={"model": TINY_CLIP_NAME, "pretrained": None, "weights_id": "test"},
+    save_checkpoint(d, model, model.config, clip={"model": "clip2-test-tiny", "pretrained": None, "weights_id": "test"},
                     vocabulary=["car", "pedestrian"], extra={"step": 0})
     return d

@@ -4,32 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip2_core.benchmarks.sweeps import make_sweep
-from clip2_core.geometry import points_in_boxes
-from clip2_core.mining.shards import ShardWriter, write_index
 from clip2_core.training.config import load_train_config
 from clip2_core.training.trainer import lr_at, train
-from clip2_core.types import Proxy
-
-
-def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:
-    """Proxy shards from synthetic sweeps: the points inside each visible GT box, labelled by class."""
-    rng = np.random.default_rng(rng_seed)
-    w = ShardWriter(out, shard_size=64)
-    for s in seeds:
-        scene = make_sweep(seed=s)
-        inside = points_in_boxes(scene.points, scene.boxes)
-        proxies = []
-        for j, name in enumerate(scene.names):
-            pts = scene.points[inside[:, j]]
-            pts = pts[pts[:, 2] > scene.boxes[j, 2] - scene.boxes[j, 5] / 2 + 0.1]  # drop ground hits
-            if len(pts) >= 10:
-                emb = rng.normal(size=emb_dim).astype(np.float32) if emb_dim else None
-                proxies.append(Proxy(text=name.replace("_", " "), points=pts, image_embedding=emb, provenance={"seed": s}))
-        w.write_sample(f"sweep{s}", proxies)
-    w.close()
-    write_index(out)
-    return out
 
 
 def test_lr_schedule_worked_example(tmp_path):
@@ -53,9 +29,9 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gt_proxies(tmp_path_factory):
+def gt_proxies(tmp_path_factory, make_gt_proxies):
     root = tmp_path_factory.mktemp("proxies")
-    return write_gt_proxies(root / "train", range(6), emb_dim=32), write_gt_proxies(root / "val", range(50, 52))
+    return make_gt_proxies(root / "train", range(6), emb_dim=32), make_gt_proxies(root / "val", range(50, 52))
 
 
 def _cfg(tiny_clip_files, train_dir, val_dir, out, steps, extra=()):

@@ -1,0 +1,130 @@
+"""Fixtures shared by every test layer.
+
+* ``tiny_clip_files``: a registered, tiny open_clip architecture with random weights, saved as a
+  weights file and as a ``local-dir:`` folder, so tests load CLIP through the same path a user's
+  real weights take (``HF_HUB_OFFLINE=1`` throughout: nothing is ever downloaded).
+* ``make_gt_proxies``: writes proxy shards from synthetic sweeps (the points inside each visible
+  ground-truth box, labelled with its class), the data the trainer reads.
+* ``trained_tiny_model``: a pointnet2-tiny-v1 encoder trained by the project's own trainer on those
+  proxies against the tiny CLIP's text bank: a small model that really separates the synthetic
+  classes, for pipeline, node and evaluation tests. Random CLIP weights: not a zero-shot model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+TINY_CLIP_NAME = "clip2-test-tiny"
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@dataclass
+class TinyClipFiles:
+    name: str  # registered open_clip architecture name
+    config_file: Path  # its JSON (pass as VLMConfig.model_config_file)
+    weights_file: Path  # random weights, .safetensors
+    local_dir: Path  # open_clip_config.json + open_clip_model.safetensors
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFiles:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("tiny_clip")
+    cfg_file = root / f"{TINY_CLIP_NAME}.json"
+    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(cfg_file)
+    torch.manual_seed(123)
+    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    weights = root / "tiny_clip.safetensors"
+    save_file(state, str(weights))
+    local = root / "local_dir"
+    local.mkdir()
+    (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
+    save_file(state, str(local / "open_clip_model.safetensors"))
+    return TinyClipFiles(TINY_CLIP_NAME, cfg_file, weights, local)
+
+
+
+
+def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:
+    """Proxy shards from synthetic sweeps: the points inside each visible GT box, labelled by class."""
+    from clip2_core.benchmarks.sweeps import make_sweep
+    from clip2_core.geometry import points_in_boxes
+    from clip2_core.mining.shards import ShardWriter, write_index
+    from clip2_core.types import Proxy
+
+    rng = np.random.default_rng(rng_seed)
+    w = ShardWriter(out, shard_size=64)
+    for s in seeds:
+        scene = make_sweep(seed=s)
+        inside = points_in_boxes(scene.points, scene.boxes)
+        proxies = []
+        for j, name in enumerate(scene.names):
+            pts = scene.points[inside[:, j]]
+            pts = pts[pts[:, 2] > scene.boxes[j, 2] - scene.boxes[j, 5] / 2 + 0.1]  # drop ground hits
+            if len(pts) >= 10:
+                emb = rng.normal(size=emb_dim).astype(np.float32) if emb_dim else None
+                proxies.append(Proxy(text=name.replace("_", " "), points=pts, image_embedding=emb, provenance={"seed": s}))
+        w.write_sample(f"sweep{s}", proxies)
+    w.close()
+    write_index(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_gt_proxies():
+    return write_gt_proxies
+
+
+@dataclass
+class TrainedTinyModel:
+    checkpoint: Path  # clip2 checkpoint directory
+    clip: TinyClipFiles
+    vocabulary: list  # labels it was trained on (synthetic sweep classes, "_" -> " ")
+    summary: dict  # trainer summary (val accuracy on held-out sweeps)
+
+    def pipeline_dict(self, **extra) -> dict:
+        """A PipelineConfig.from_dict() input running this model on CPU (torch backend)."""
+        d = {
+            "model": {"checkpoint": str(self.checkpoint), "backend": "torch"},
+            "clip": {"model": self.clip.name, "weights": str(self.clip.weights_file),
+                     "model_config_file": str(self.clip.config_file)},
+            "vocabulary": list(self.vocabulary),
+        }
+        d.update(extra)
+        return d
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tiny_clip_files, tmp_path_factory) -> TrainedTinyModel:
+    from clip2_core.training.config import load_train_config
+    from clip2_core.training.trainer import train
+
+    root = tmp_path_factory.mktemp("trained_tiny")
+    train_dir = write_gt_proxies(root / "train", range(100, 112))
+    val_dir = write_gt_proxies(root / "val", range(200, 203))
+    cfg = load_train_config(None, [
+        f"data.train=[{train_dir}]", f"data.val=[{val_dir}]", "data.batch_size=32", "data.shuffle_buffer=256",
+        "model.name=pointnet2-tiny-v1", f"clip.model={tiny_clip_files.name}",
+        f"clip.weights={tiny_clip_files.weights_file}", f"clip.model_config_file={tiny_clip_files.config_file}",
+        "optim.steps=150", "optim.warmup_steps=10", "optim.lr=0.005", "loss.instance_weight=0.0",
+        "checkpoint.every=150", f"checkpoint.out={root / 'run'}", "log.every=50", "log.val_every=150",
+        "log.tensorboard=false",
+    ])
+    summary = train(cfg)
+    return TrainedTinyModel(Path(summary["checkpoint"]), tiny_clip_files, summary["vocabulary"], summary)

@@ -1,0 +1,109 @@
+"""The recognition pipeline end to end on synthetic sweeps with a model trained by our trainer."""
+import threading
+
+import numpy as np
+import pytest
+
+from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.geometry import points_in_boxes
+from clip2_core.pipeline import Pipeline, PipelineConfig
+from clip2_core.types import Frame
+
+
+def _frame(seed):
+    scene = make_sweep(seed=seed)
+    return Frame(points=scene.points, point_fields=("x", "y", "z", "intensity", "ring")), scene
+
+
+def _match(dets, scene, min_points=20):
+    """(GT name, predicted label) for each visible GT box with a detection within 1 m."""
+    visible = points_in_boxes(scene.points, scene.boxes).sum(axis=0) >= min_points
+    centres = np.array([d.box.center for d in dets]).reshape(-1, 3)
+    pairs = []
+    for j in np.flatnonzero(visible):
+        if len(centres) == 0:
+            continue
+        d = np.linalg.norm(centres[:, :2] - scene.boxes[j, :2], axis=1)
+        k = int(np.argmin(d))
+        if d[k] <= 1.0:
+            pairs.append((scene.names[j].replace("_", " "), dets[k].label))
+    return pairs, int(visible.sum())
+
+
+@pytest.fixture(scope="module")
+def pipeline(trained_tiny_model):
+    return Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict()))
+
+
+def test_labels_match_ground_truth_on_held_out_sweeps(pipeline):
+    pairs, visible = [], 0
+    for seed in (300, 301, 302):
+        frame, scene = _frame(seed)
+        result = pipeline.process(frame)
+        assert {"ground", "cluster", "encoder", "total"} <= set(result.timings_ms)
+        p, v = _match(result.detections, scene)
+        pairs += p
+        visible += v
+    recall = len(pairs) / visible
+    accuracy = np.mean([gt == pred for gt, pred in pairs])
+    assert recall >= 0.7, recall
+    assert accuracy >= 0.7, (accuracy, pairs)
+
+
+def test_vocabulary_swap_is_atomic_and_used(pipeline, trained_tiny_model):
+    frame, _ = _frame(303)
+    before = {d.label for d in pipeline.process(frame).detections}
+    assert before <= set(trained_tiny_model.vocabulary)
+    new_vocab = ["wheelie bin", "lamp post", "sofa"]
+    results = []
+
+    def worker():
+        for _ in range(3):
+            labels = {d.label for d in pipeline.process(frame).detections}
+            results.append(labels)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    pipeline.set_vocabulary(new_vocab)
+    t.join()
+    for labels in results:  # every frame saw one vocabulary, never a mix
+        assert labels <= set(trained_tiny_model.vocabulary) or labels <= set(new_vocab)
+    after = {d.label for d in pipeline.process(frame).detections}
+    assert after and after <= set(new_vocab)
+    assert pipeline.vocabulary == new_vocab
+    pipeline.set_vocabulary(trained_tiny_model.vocabulary)
+
+
+def test_empty_and_nan_frames(pipeline):
+    empty = pipeline.process(Frame(points=np.zeros((0, 4), np.float32)))
+    assert empty.detections == [] and "total" in empty.timings_ms
+    nan = pipeline.process(Frame(points=np.full((100, 4), np.nan, np.float32)))
+    assert nan.detections == []
+
+
+def test_config_validation(trained_tiny_model):
+    d = trained_tiny_model.pipeline_dict()
+    with pytest.raises(ValueError, match="unknown pipeline parameter"):
+        PipelineConfig.from_dict({**d, "vocab": ["a"]})
+    with pytest.raises(ValueError, match="unknown model parameter"):
+        PipelineConfig.from_dict({**d, "model": {"chekpoint": "x"}})
+    with pytest.raises(ValueError, match="score_threshold"):
+        PipelineConfig.from_dict({**d, "score_threshold": 2.0})
+    with pytest.raises(ValueError, match="vocabulary"):
+        PipelineConfig.from_dict({**d, "vocabulary": []})
+
+
+def test_ensemble_with_camera_crop(trained_tiny_model):
+    from clip2_core.types import CameraView
+
+    pipe = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(ensemble=True, ensemble_weight=0.5)))
+    frame, _ = _frame(304)
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    K = np.array([[400.0, 0, 320], [0, 400.0, 240], [0, 0, 1]])
+    img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    frame.cameras["CAM_FRONT"] = CameraView("CAM_FRONT", K, T, (640, 480), image=img)
+    res = pipe.process(frame)
+    assert any(res.image_used) and not all(res.image_used)  # front objects fused, the rest LiDAR-only
+    frame.cameras["CAM_FRONT"].image = np.zeros((5,), np.uint8)  # undecodable / wrong shape
+    res2 = pipe.process(frame)
+    assert not any(res2.image_used) and len(res2.detections) == len(res.detections)
