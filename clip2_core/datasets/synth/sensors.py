@@ -18,7 +18,7 @@ LIDAR_ROTATION = _rot_z(-np.pi / 2)  # lidar x (right) -> ego -y, lidar y (forwa
 
 # HDL-32E: 32 beams from -30.67 to +10.67 deg
 LIDAR_ELEVATIONS_DEG = np.linspace(-30.67, 10.67, 32)
-LIDAR_COLUMNS = 1440  # 0.25 deg azimuth steps
+LIDAR_COLUMNS = 1200  # 0.3 deg azimuth steps (HDL-32E at 20 Hz: ~0.33 deg)
 LIDAR_MAX_RANGE = 70.0
 LIDAR_MIN_RANGE = 1.0
 LIDAR_HZ = 20.0
