@@ -160,9 +160,6 @@ def resolve_weights(cfg: VLMConfig) -> ResolvedWeights:
         )
     p = cfg.pretrained
     if not p:
-        import torch
-
-        torch.manual_seed(cfg.seed)
         return ResolvedWeights(cfg.model, None, f"random:seed{cfg.seed}", random=True)
     looks_like_path = os.sep in p or p.endswith((".safetensors", ".pt", ".pth", ".bin")) or os.path.exists(p)
     if looks_like_path:
@@ -218,9 +215,11 @@ class FrozenCLIP:
             kwargs["force_quick_gelu"] = True
         if r.force_preprocess_cfg:
             kwargs["force_preprocess_cfg"] = r.force_preprocess_cfg
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            r.model_name, pretrained=r.pretrained, device=config.device, cache_dir=config.cache_dir, **kwargs
-        )
+        with torch.random.fork_rng(devices=[]):  # seeded random init without touching the global RNG
+            torch.manual_seed(config.seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                r.model_name, pretrained=r.pretrained, device=config.device, cache_dir=config.cache_dir, **kwargs
+            )
         model.eval().requires_grad_(False)
         self.model = model
         self.preprocess = preprocess

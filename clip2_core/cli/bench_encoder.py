@@ -69,6 +69,7 @@ def run_encoder_bench(model_name: str, threads: int, repeats: int = 7, batch_siz
     from clip2_core.runtime.export import INPUT_NAME, OUTPUT_NAME, export_onnx, inference_copy, random_batch
 
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()
     base = load_model_config(model_name)
     rows: List[Dict[str, Any]] = []
     flops: Dict[int, int] = {}
@@ -122,6 +123,8 @@ def run_encoder_bench(model_name: str, threads: int, repeats: int = 7, batch_siz
         "ratio": head["ratio"],
         "results": rows,
         "numpy_version": np.__version__,
+        # 1-minute load average before / after: other processes on the machine distort timings
+        "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -138,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'points':>6} {'batch':>5} {'torch c/s':>10} {'ort c/s':>10} {'ort/torch':>9}")
     for r in res["results"]:
         print(f"{r['points']:>6} {r['batch']:>5} {r['torch_cps']:>10.0f} {r['ort_cps']:>10.0f} {r['ratio']:>9.2f}")
+    print(f"load average (1 min) before/after: {res['load_average_1min']}")
     print(f"headline (batch {res['headline']['batch']}, {res['headline']['points']} points): "
           f"torch {res['torch_cps']:.0f} c/s, onnxruntime {res['ort_cps']:.0f} c/s, ratio {res['ratio']:.2f}")
     if args.json:
