@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--render-scale", type=float, default=0.25,
                    help="internal camera render resolution relative to 1600x900 (images are upsampled); default 0.25")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataroot at --out")
     p.add_argument("--masks", action="store_true", help="also write per-pixel object-id masks under synth_masks/")
     p.add_argument("--no-detections", action="store_true", help="skip <version>/detections_2d.json")
     p.add_argument("--preview", action="store_true",
@@ -48,9 +50,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--workers must be >= 1")
     cfg = SynthConfig(out=args.out, scenes=args.scenes, seconds=args.seconds, seed=args.seed, version=args.version,
                       cameras=cameras, render_scale=args.render_scale, masks=args.masks, workers=workers,
-                      detections=not args.no_detections)
+                      detections=not args.no_detections, overwrite=args.overwrite)
     t0 = time.perf_counter()
-    summary = generate(cfg, progress=not args.no_progress)
+    try:
+        summary = generate(cfg, progress=not args.no_progress)
+    except FileExistsError as exc:
+        print(f"clip2 synth: error: {exc}", file=sys.stderr)
+        return 2
     dt = time.perf_counter() - t0
     print(f"wrote {len(summary['scenes'])} scene(s), {summary['samples']} keyframes, {summary['annotations']} annotations "
           f"to {cfg.out} ({cfg.version}) in {dt:.1f} s "

@@ -31,6 +31,13 @@ def test_synth_writes_devkit_dataroot_and_previews(tmp_path):
     _, boxes, _ = nusc.get_sample_data(nusc.sample[0]["data"]["LIDAR_TOP"])
     assert len(boxes) > 10
     assert (out / "v1.0-synth" / "detections_2d.json").is_file()
+    # a second run into the same folder needs --overwrite
+    r = _clip2("synth", "--out", str(out), "--seconds", "0.5", "--cameras", "CAM_FRONT", "--no-progress")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = _clip2("synth", "--out", str(out), "--seconds", "0.5", "--cameras", "CAM_FRONT", "--no-progress", "--overwrite",
+               "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "preview_bev.png").exists() and not list((out / "sweeps").rglob("*.pcd.bin"))
 
 
 def test_synth_rejects_bad_input(tmp_path):
@@ -39,3 +46,8 @@ def test_synth_rejects_bad_input(tmp_path):
     assert "unknown camera" in r.stderr
     r = _clip2("synth", "--out", str(tmp_path / "w"), "--scenes", "0")
     assert r.returncode == 2 and "scenes" in r.stderr
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("keep me")
+    r = _clip2("synth", "--out", str(tmp_path / "data"), "--seconds", "1")
+    assert r.returncode == 2 and "not empty" in r.stderr
+    assert (tmp_path / "data" / "notes.txt").read_text() == "keep me"

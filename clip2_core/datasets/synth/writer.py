@@ -56,6 +56,7 @@ class SynthConfig:
     annotation_range: float = 60.0  # annotate objects within this xy distance of the ego [m]
     workers: int = 1  # processes (results do not depend on it)
     detections: bool = True  # write <version>/detections_2d.json
+    overwrite: bool = False  # replace an earlier synthetic dataroot at `out`
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -178,6 +179,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
 
     out = cfg.out
     vdir = out / cfg.version
+    _prepare_out(cfg)
     vdir.mkdir(parents=True, exist_ok=True)
     seed = cfg.seed
     T: Dict[str, List[Dict]] = {n: [] for n in (
@@ -389,6 +391,25 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Dict:
     return {"dataroot": str(out), "version": cfg.version, "scenes": scene_names, "seconds_per_scene": timings,
             "annotations": len(T["sample_annotation"]), "samples": len(T["sample"]),
             "sample_data": len(T["sample_data"])}
+
+
+def _prepare_out(cfg: SynthConfig) -> None:
+    """Refuse to write over existing data unless it is an earlier synthetic dataroot and ``overwrite`` is set."""
+    import shutil
+
+    out = cfg.out
+    if not out.exists() or not any(out.iterdir()):
+        return
+    ours = (out / cfg.version / "synth_info.json").is_file()
+    if not ours:
+        raise FileExistsError(f"{out} is not empty and holds no synthetic {cfg.version}; choose an empty or new folder")
+    if not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a synthetic {cfg.version}; pass overwrite (--overwrite) to replace it")
+    for sub in (cfg.version, "samples", "sweeps", "maps", "synth_masks"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
+    for f in out.glob("preview_*.png"):
+        f.unlink()
 
 
 def _write_json(path: Path, obj) -> None:
