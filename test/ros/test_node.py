@@ -172,11 +172,17 @@ def test_detections_match_ground_truth(running, wait_for):
     cloud, scene = sweep_msg(1, stamp)
     img, info = camera_msgs(stamp + 0.02)
 
-    def publish():
+    def publish_camera():
         tester.pub_info.publish(info)
         tester.pub_image.publish(img)
+
+    def publish():
+        publish_camera()
         tester.pub_cloud.publish(cloud)
 
+    cam = node.cameras["CAM_FRONT"]  # the camera frame is in before the sweep
+    publish_until(tester, wait_for, publish_camera, lambda: cam.info is not None and cam.nearest(stamp) is not None)
+    skipped = node.stats["camera_skipped"]
     doc = publish_until(tester, wait_for, publish, lambda: tester.doc_for(stamp))
     assert wait_for(lambda: tester.markers_for(stamp) is not None, timeout=10)
     assert doc["frame_id"] == "lidar" and doc["vocabulary"] == VOCAB
@@ -193,7 +199,7 @@ def test_detections_match_ground_truth(running, wait_for):
     np.testing.assert_allclose(boxes, [d["box"]["center"] + d["box"]["size"] + [d["box"]["yaw"]] for d in dets], atol=1e-3)
     assert labels == [d["label"] for d in dets]
     # the camera frame was used (in sync, decodable): objects ahead got their crop fused
-    assert node.stats["camera_skipped"] == 0
+    assert node.stats["camera_skipped"] == skipped
     ahead = [d for d in dets if d["box"]["center"][0] > 5 and abs(d["box"]["center"][1]) < d["box"]["center"][0]]
     assert ahead and any(d["image_used"] for d in ahead)
     assert not any(d["image_used"] for d in dets if d["box"]["center"][0] < 0)  # behind the camera
@@ -245,8 +251,7 @@ def test_malformed_inputs_never_stop_the_node(running, wait_for):
     before = dict(node.stats)
     for kind, msgs in bad_clouds.items():
         for m in msgs:
-            tester.pub_cloud.publish(m)
-            assert wait_for(lambda: node.stats[kind] > before[kind], timeout=10), kind
+            publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(m), lambda: node.stats[kind] > before[kind])
             before[kind] = node.stats[kind]
     # NaN / inf points: dropped, the rest processed
     pts = make_sweep(3).points[:, :4].copy()
@@ -309,24 +314,30 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     assert list(node.get_parameter("vocabulary").value) == VOCAB
 
     new_vocab = ["sedan", "lorry", "person", "cyclist", "cone", "post", "tree"]
-    ok = node.set_parameters([Parameter("vocabulary", value=new_vocab)])[0]
-    assert ok.successful
-    # frames keep flowing while the text bank is rebuilt; later frames carry the new labels
-    stamps = iter(np.arange(300.0, 400.0, 0.5))
-    current = [next(stamps)]
-    cloud, _ = sweep_msg(6, current[0])
+    stamps = iter(np.arange(300.0, 400.0, 0.25))
+    cloud, _ = sweep_msg(6, 300.0)
 
     def publish():
-        current[0] = next(stamps)
-        cloud.header.stamp = seconds_to_stamp(current[0])
+        cloud.header.stamp = seconds_to_stamp(next(stamps))
         tester.pub_cloud.publish(cloud)
 
-    def new_labels_seen():
+    def docs_since(t, vocab):
         with tester.lock:
             docs = [json.loads(m.data) for m in tester.json]
-        return [d for d in docs if d["stamp"] >= 300.0 and d["vocabulary"] == new_vocab]
+        return [d for d in docs if d["stamp"] >= t and d["vocabulary"] == vocab]
 
-    docs = publish_until(tester, wait_for, publish, new_labels_seen, timeout=60.0, every=0.3)
+    updates = node.stats["vocabulary_updates"]
+    # Hold the pipeline's text-bank build lock: the rebuild cannot finish while we hold it, so
+    # frames that come out meanwhile prove the LiDAR callback does not wait for the rebuild.
+    with node.pipeline._lock:
+        ok = node.set_parameters([Parameter("vocabulary", value=new_vocab)])[0]
+        assert ok.successful
+        t_set = next(stamps)
+        old = publish_until(tester, wait_for, publish, lambda: docs_since(t_set, VOCAB), every=0.3)
+        assert node.stats["vocabulary_updates"] == updates
+        assert {d["label"] for doc in old for d in doc["detections"]} <= set(VOCAB)
+    # released: the new text bank is swapped in and later frames carry the new labels
+    docs = publish_until(tester, wait_for, publish, lambda: docs_since(300.0, new_vocab), timeout=60.0, every=0.3)
     labels = {d["label"] for doc in docs for d in doc["detections"]}
     assert labels and labels <= set(new_vocab)
     assert node.stats["vocabulary_updates"] >= 1
