@@ -28,16 +28,20 @@ from torch.nn import functional as F
 from clip2_core.encoders.config import PointEncoderConfig, PointNet2Config
 
 
+def _augmented(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``[a, |a|^2, 1]`` and ``[-2b, 1, |b|^2]``: their dot product is ``|a - b|^2``."""
+    a2 = (a * a).sum(-1, keepdim=True)
+    b2 = (b * b).sum(-1, keepdim=True)
+    return torch.cat([a, a2, torch.ones_like(a2)], dim=-1), torch.cat([-2.0 * b, torch.ones_like(b2), b2], dim=-1)
+
+
 def pairwise_sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared distances ``(B, M, N)`` between ``a`` ``(B, M, 3)`` and ``b`` ``(B, N, 3)``.
 
-    One batched matmul of augmented vectors, ``[a, |a|^2, 1] . [-2b, 1, |b|^2] = |a - b|^2``, so
-    the (B, M, N) matrix is written once instead of by three broadcast passes.
+    One batched matmul of augmented vectors (see :func:`_augmented`), so the (B, M, N) matrix is
+    written once instead of by three broadcast passes.
     """
-    a2 = (a * a).sum(-1, keepdim=True)
-    b2 = (b * b).sum(-1, keepdim=True)
-    lhs = torch.cat([a, a2, torch.ones_like(a2)], dim=-1)  # (B, M, 5)
-    rhs = torch.cat([-2.0 * b, torch.ones_like(b2), b2], dim=-1)  # (B, N, 5)
+    lhs, rhs = _augmented(a, b)
     return torch.bmm(lhs, rhs.transpose(1, 2))
 
 
@@ -53,23 +57,27 @@ def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, c)[idx + batch_row_offsets(idx, p)]
 
 
-def farthest_point_sample(sq_dist: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Farthest point sampling from a squared-distance matrix ``(B, P, P)``.
+def farthest_point_sample(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Farthest point sampling: ``(B, M)`` int64 indices of ``num_samples`` rows of ``xyz`` ``(B, P, 3)``.
 
-    Returns ``(B, M)`` int64 indices: row 0 first, then repeatedly the point farthest from
-    those chosen so far (ties resolve to the lowest index, as argmax does). Each step gathers
-    one row of the precomputed matrix, so the unrolled loop is a Gather, a Min and an ArgMax.
+    Row 0 first, then repeatedly the point farthest from those chosen so far (ties resolve to the
+    lowest index, as argmax does). Each unrolled step gathers the chosen point's augmented vector,
+    computes its squared distances to all points with one small batched matmul and updates the
+    running minimum: Gather, MatMul, Min, ArgMax in ONNX, O(P) memory per step.
     """
-    b, p, _ = sq_dist.shape
-    flat = sq_dist.reshape(-1, p)  # (B*P, P)
-    farthest = torch.zeros_like(sq_dist[:, 0, 0], dtype=torch.long)  # (B,)
+    b, p, _ = xyz.shape
+    lhs, rhs = _augmented(xyz, xyz)  # (B, P, 5) each
+    lhs_flat = lhs.reshape(-1, 5)  # (B*P, 5)
+    rhs_t = rhs.transpose(1, 2)  # (B, 5, P)
+    farthest = torch.zeros_like(xyz[:, 0, 0], dtype=torch.long)  # (B,)
     offset = batch_row_offsets(farthest, p)  # (B,)
-    dist = flat[farthest + offset]  # (B, P)
+    dist = torch.bmm(lhs_flat[farthest + offset].unsqueeze(1), rhs_t).squeeze(1)  # (B, P)
     chosen: List[torch.Tensor] = [farthest]
     for _ in range(num_samples - 1):
         farthest = torch.argmax(dist, dim=-1)
         chosen.append(farthest)
-        dist = torch.minimum(dist, flat[farthest + offset])
+        row = torch.bmm(lhs_flat[farthest + offset].unsqueeze(1), rhs_t).squeeze(1)
+        dist = torch.minimum(dist, row)
     return torch.stack(chosen, dim=1)
 
 
@@ -107,13 +115,10 @@ class SetAbstraction(nn.Module):
         # xyz (B, P, 3), feats (B, P, C) -> new_xyz (B, M, 3), new_feats (B, M, C')
         b = xyz.shape[0]
         if self.sampling == "fps":
-            sq = pairwise_sq_dist(xyz, xyz)  # (B, P, P)
-            centre_idx = farthest_point_sample(sq, self.num_centroids)  # (B, M)
-            new_xyz = gather_rows(xyz, centre_idx)
-            rows = gather_rows(sq, centre_idx)  # (B, M, P) distances centroid -> points
+            new_xyz = gather_rows(xyz, farthest_point_sample(xyz, self.num_centroids))  # (B, M, 3)
         else:
             new_xyz = xyz[:, : self.num_centroids]
-            rows = pairwise_sq_dist(new_xyz, xyz)
+        rows = pairwise_sq_dist(new_xyz, xyz)  # (B, M, P) distances centroid -> points
         idx = torch.topk(rows, self.num_neighbors, dim=-1, largest=False, sorted=False).indices  # (B, M, k)
         # First layer on [p_j - c_i, f_j] computed as W [p_j, f_j] - W_xyz c_i: the linear part is
         # evaluated once per point (P rows) instead of once per neighbour (M*k rows).
@@ -176,10 +181,9 @@ class PointNet2Encoder(nn.Module):
             total += 2 * p * first.in_features * first.out_features  # per-point first layer
             total += 2 * sa.num_centroids * 3 * first.out_features  # per-centre correction
             total += 2 * sa.num_centroids * sa.num_neighbors * (_mlp_macs(level.mlp) - first.in_features * first.out_features)
+            total += 2 * sa.num_centroids * p * 5  # centroid -> point distances (augmented matmul)
             if bb.sampling == "fps":
-                total += 2 * p * p * 3 + sa.num_centroids * p  # distance matrix + running minima
-            else:
-                total += 2 * sa.num_centroids * p * 3
+                total += sa.num_centroids * p * (2 * 5 + 1)  # one distance row + running minimum per step
             p = sa.num_centroids
         total += 2 * p * _mlp_macs(self.global_mlp)
         total += 2 * _mlp_macs(self.head)

@@ -163,7 +163,7 @@ def test_farthest_point_sample_worked_example():
     # points on a line at x = 0, 1, 2, 10: start at row 0 -> farthest is 10 (row 3) -> then 2? no:
     # distances to {0, 10}: 1 -> 1, 2 -> 2 (to 0) ... so row 2 (x=2, min dist 2) comes next.
     xyz = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [10.0, 0, 0]]])
-    idx = farthest_point_sample(pairwise_sq_dist(xyz, xyz), 3)
+    idx = farthest_point_sample(xyz, 3)
     assert idx.tolist() == [[0, 3, 2]]
 
 
