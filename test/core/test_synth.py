@@ -71,15 +71,21 @@ def test_cast_takes_nearest_hit_and_plane():
     assert hits.silhouettes[0] > (hits.prim == 0).sum()
 
 
-def test_lidar_grid_window_covers_every_hit():
-    grid = LidarGrid(np.linspace(-30, 10, 32), 720)
+def test_grid_windows_cover_every_hit():
+    lidar = LidarGrid(np.linspace(-30, 10, 32), 720)
+    cam = CameraGrid(np.array([[200.0, 0, 160], [0, 200.0, 120], [0, 0, 1]]), 320, 240)
     R = np.array([[np.cos(0.7), -np.sin(0.7), 0], [np.sin(0.7), np.cos(0.7), 0], [0, 0, 1]])
-    c, half = np.array([-8.0, -0.5, -1.0]), np.array([2.0, 0.9, 0.8])
-    dirs = grid.dirs.reshape(-1, 3)
-    t_all, _ = intersect(BOX, R, c, half, dirs)
-    win = grid.window(c, float(np.linalg.norm(half)), R, half)
-    assert set(np.nonzero(np.isfinite(t_all))[0]) <= set(win.tolist())
-    assert len(win) < dirs.shape[0] / 4
+    half = np.array([2.0, 0.9, 0.8])
+    for grid, c in ((lidar, np.array([-8.0, -0.5, -1.0])), (lidar, np.array([0.5, 6.0, 0.0])),
+                    (cam, np.array([1.0, 0.5, 6.0])), (cam, np.array([3.0, 0.0, 0.5]))):  # last: straddles the near plane
+        dirs = grid.dirs.reshape(-1, 3)
+        t_all, _ = intersect(BOX, R, c, half, dirs)
+        r0, r1, c0, c1 = grid.windows(c[None], R[None], half[None], np.linalg.norm(half)[None])[0]
+        W = grid.shape[1]
+        win = (np.arange(r0, r1)[:, None] * W + (np.arange(c0, c1) % W)[None, :]).reshape(-1)
+        hits = set(np.nonzero(np.isfinite(t_all))[0].tolist())
+        assert hits and hits <= set(win.tolist())
+        assert len(win) < dirs.shape[0]
 
 
 def test_rotation_to_quaternion_matches_pyquaternion():

@@ -3,7 +3,8 @@
 Every object of the synthetic world is a handful of primitives. A sensor casts a *grid* of rays
 from its own origin (a LiDAR: beams x azimuth columns; a camera: pixel rows x columns). For each
 primitive only the grid window that its bounding sphere can cover is intersected, so the cost is
-proportional to the rays that can actually hit it. The nearest hit per ray wins (z-buffer).
+proportional to the rays that can actually hit it; (ray, primitive) pairs are intersected in
+vectorised batches and the nearest hit per ray wins (z-buffer).
 
 All arrays here are in the *sensor* frame: rays start at the origin.
 """
@@ -80,79 +81,33 @@ def intersect(kind: int, R: np.ndarray, c: np.ndarray, half: np.ndarray, dirs: n
     """Intersect rays from the origin with one primitive.
 
     Args:
+        kind: BOX, CYLINDER or ELLIPSOID. R: (3, 3) local -> sensor rotation. c: (3,) centre. half: (3,) half extents.
         dirs: (n, 3) unit ray directions in the sensor frame.
     Returns:
         t: (n,) distance to the first hit in front of the origin, ``inf`` where the ray misses.
-        normal: (n, 3) outward unit normal at the hit in the sensor frame (undefined on misses).
+        normal: (n, 3) outward unit normal at the hit in the sensor frame (zeros on misses).
     """
-    d = dirs @ R  # (n, 3) = R^T d
-    o = -(c @ R)  # (3,)  = R^T (0 - c)
-    n = d.shape[0]
-    if kind == BOX:
-        dd = np.where(np.abs(d) < _EPS, _EPS, d)
-        inv = 1.0 / dd
-        t1 = (-half - o) * inv
-        t2 = (half - o) * inv
-        tn = np.minimum(t1, t2)
-        tf = np.maximum(t1, t2)
-        axis = np.argmax(tn, axis=1)
-        t_near = tn[np.arange(n), axis]
-        t_far = tf.min(axis=1)
-        hit = (t_far >= t_near) & (t_near > _EPS)
-        t = np.where(hit, t_near, np.inf)
-        nl = np.zeros((n, 3))
-        nl[np.arange(n), axis] = -np.sign(dd[np.arange(n), axis])
-    elif kind == CYLINDER:
-        r, hz = half[0], half[2]
-        a = d[:, 0] ** 2 + d[:, 1] ** 2
-        b = 2.0 * (o[0] * d[:, 0] + o[1] * d[:, 1])
-        cc = o[0] ** 2 + o[1] ** 2 - r * r
-        disc = b * b - 4.0 * a * cc
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ts = (-b - np.sqrt(disc)) / (2.0 * a)
-        zs = o[2] + ts * d[:, 2]
-        side = (disc >= 0) & (a > _EPS) & (ts > _EPS) & (np.abs(zs) <= hz)
-        t_side = np.where(side, ts, np.inf)
-        # the cap facing the origin
-        zc = hz if o[2] > 0 else -hz
-        dz = np.where(np.abs(d[:, 2]) < _EPS, _EPS, d[:, 2])
-        tc = (zc - o[2]) / dz
-        pc = o[:2] + tc[:, None] * d[:, :2]
-        cap = (tc > _EPS) & ((pc ** 2).sum(1) <= r * r) & (abs(o[2]) > hz)
-        t_cap = np.where(cap, tc, np.inf)
-        use_cap = t_cap < t_side
-        t = np.minimum(t_side, t_cap)
-        p = o + np.where(np.isfinite(t), t, 0.0)[:, None] * d
-        nl = np.zeros((n, 3))
-        nl[:, 0] = p[:, 0] / r
-        nl[:, 1] = p[:, 1] / r
-        nl[use_cap] = (0.0, 0.0, np.sign(zc))
-    else:  # ELLIPSOID
-        os_ = o / half
-        ds = d / half
-        a = (ds ** 2).sum(1)
-        b = 2.0 * (ds @ os_)
-        cc = float(os_ @ os_) - 1.0
-        disc = b * b - 4.0 * a * cc
-        with np.errstate(invalid="ignore"):
-            ts = (-b - np.sqrt(disc)) / (2.0 * a)
-        hit = (disc >= 0) & (ts > _EPS)
-        t = np.where(hit, ts, np.inf)
-        p = o + np.where(hit, ts, 0.0)[:, None] * d
-        nl = p / (half ** 2)
-        nl /= np.linalg.norm(nl, axis=1, keepdims=True) + _EPS
-    normal = nl @ R.T
+    n = dirs.shape[0]
+    d = dirs @ R  # R^T d
+    o = np.broadcast_to(-(c @ R), (n, 3))  # R^T (0 - c)
+    h = np.broadcast_to(np.asarray(half, dtype=np.float64), (n, 3))
+    t = _pair_hits(kind, d, o, h)
+    normal = np.zeros((n, 3))
+    hit = np.isfinite(t)
+    if hit.any():
+        p = o[hit] + t[hit, None] * d[hit]
+        normal[hit] = _local_normals(np.full(int(hit.sum()), kind), p, h[hit]) @ R.T
     return t, normal
 
 
 class RayGrid:
-    """A grid of unit rays from the sensor origin with a window lookup for bounding spheres."""
+    """A grid of unit rays from the sensor origin (rows x columns) with window lookups for primitives."""
 
     dirs: np.ndarray  # (H, W, 3) unit directions, sensor frame
     shape: Tuple[int, int]
 
-    def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
-        """Flat ray indices that may hit a primitive (bounding radius, oriented box R/half); None when none can."""
+    def windows(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """(P, 4) int64 ``[r0, r1, c0, c1)`` grid windows holding every ray that can hit each primitive."""
         raise NotImplementedError
 
 
@@ -174,34 +129,6 @@ class LidarGrid(RayGrid):
         self.shape = (len(self.elev), self.n_az)
         self._flat = np.arange(self.shape[0] * self.shape[1]).reshape(self.shape)
         self._step = np.deg2rad(0.5)  # beam spacing slack
-
-    def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
-        dist = float(np.linalg.norm(centre))
-        if dist <= radius * 1.01:
-            return self._flat.reshape(-1)
-        corners = centre[None, :] + (_CUBE * half[None, :]) @ R.T  # (8, 3) oriented-box corners
-        rxy = float(np.max(np.hypot(corners[:, 0] - centre[0], corners[:, 1] - centre[1])))
-        horiz = float(np.hypot(centre[0], centre[1]))
-        zmin, zmax = float(corners[:, 2].min()), float(corners[:, 2].max())
-        r_min = max(horiz - rxy, 1e-3)
-        r_max = horiz + rxy
-        el_lo = np.arctan2(zmin, r_min if zmin < 0 else r_max)
-        el_hi = np.arctan2(zmax, r_min if zmax > 0 else r_max)
-        r0 = np.searchsorted(self.elev, el_lo - 1e-6, side="left")
-        r1 = np.searchsorted(self.elev, el_hi + 1e-6, side="right")
-        if r1 <= r0:
-            return None
-        if horiz <= rxy * 1.01:
-            cols = np.arange(self.n_az)
-        else:
-            azc = np.arctan2(centre[1], centre[0])
-            daz = np.mod(np.arctan2(corners[:, 1], corners[:, 0]) - azc + np.pi, 2 * np.pi) - np.pi
-            step = 2 * np.pi / self.n_az
-            c0 = int(np.floor((azc + daz.min() + np.pi) / step - 0.5))
-            c1 = int(np.ceil((azc + daz.max() + np.pi) / step - 0.5))
-            cols = np.arange(c0, c1 + 1) % self.n_az
-        return self._flat[r0:r1][:, cols].reshape(-1)
-
 
     def windows(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, radius: np.ndarray) -> np.ndarray:
         """(P, 4) int64 ``[r0, r1, c0, c1)`` windows of many primitives at once (columns may wrap: taken mod W)."""
@@ -244,12 +171,6 @@ class CameraGrid(RayGrid):
         self.depth_per_t = 1.0 / np.linalg.norm(d, axis=-1)  # z of a unit ray
         self.dirs = d * self.depth_per_t[..., None]
         self._flat = np.arange(height * width).reshape(self.shape)
-        # inward unit normals of the four side planes of the viewing frustum (through the origin)
-        corners = np.array([[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]], dtype=np.float64) @ np.linalg.inv(self.K).T
-        normals = [np.cross(corners[(i + 1) % 4], corners[i]) for i in range(4)]
-        self._side_normals = np.array([n / np.linalg.norm(n) for n in normals])
-        if (self._side_normals @ np.array([0.0, 0.0, 1.0]) < 0).any():
-            self._side_normals = -self._side_normals
 
     def windows(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, radius: np.ndarray) -> np.ndarray:
         """(P, 4) int64 ``[r0, r1, c0, c1)`` pixel windows of many primitives at once (empty when unseen)."""
@@ -276,13 +197,8 @@ class CameraGrid(RayGrid):
                 out[i] = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
         return out
 
-    def cull(self, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
-        """(P,) True for bounding spheres entirely outside the viewing frustum."""
-        behind = centres[:, 2] + radius <= 0.05
-        outside = (centres @ self._side_normals.T < -radius[:, None]).any(axis=1)
-        return behind | outside
-
     def window(self, centre: np.ndarray, radius: float, R: np.ndarray, half: np.ndarray) -> Optional[np.ndarray]:
+        """Flat pixel indices that may see one primitive (edges clipped at the near plane); None if none."""
         near = 0.05
         if centre[2] + radius <= near:
             return None

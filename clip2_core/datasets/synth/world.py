@@ -646,7 +646,6 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
         objects.append(WorldObject(kind, CATEGORY_OF_KIND[kind], parts, size, float(x0), float(lat), float(speed),
                                    float(yaw_offset), attribute))
 
-    span = x_hi - x_lo
     # moving traffic: one speed per lane, vehicles spaced along it
     for lane in (-5.25, 1.75, 5.25):
         direction = 1.0 if lane < 0 else -1.0
@@ -723,5 +722,4 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
     sun = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
     sun /= np.linalg.norm(sun)
     sky = tuple(float(c) for c in _jit(rng, (0.55, 0.7, 0.9), 0.05))
-    _ = span
     return World(seed=seed, duration=duration, road=road, ego=ego, materials=mt, static=sp, objects=objects, sun=sun, sky_rgb=sky)
