@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "cluster",
     "bench",
     "synth",
+    "mine",
     "export",
 )
 

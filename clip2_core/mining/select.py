@@ -1,14 +1,21 @@
 """From a 2D proposal to the object's LiDAR points: frustum, DBSCAN, choice of the cluster.
 
 The rule (``FrustumConfig.rule``):
-- ``"coverage"`` (default): project each DBSCAN cluster in the frustum into the image and keep
-  the one whose projected 2D extent best matches the proposal box (IoU), ties to the nearer.
-  The object a detector boxed fills its box; background seen around or through it (road signs
-  behind, a wall, the next car) covers only part of it, and small clutter in front covers little.
+- ``"front"`` (default): among the clusters that span the box nearly as well as the best one
+  (coverage >= ``front_ratio`` x the best), the nearest. The boxed object spans the box; so
+  may the background cut by the frustum behind it, but the object is in front of it; clutter
+  in front spans too little to compete.
+- ``"coverage"``: project each DBSCAN cluster in the frustum into the image and keep
+  the one whose horizontal image extent best matches the proposal box's (1D IoU of the u
+  ranges), ties to the nearer. The object a detector boxed spans its box's width; background
+  seen around or through it (signs behind, a wall, the next car) spans only part of it, and
+  small clutter in front spans little. Only the horizontal extent is used because a spinning
+  LiDAR samples a distant object with one or two rings: a thin horizontal line that spans the
+  object's width but almost none of its height.
 - ``"largest"``: the cluster with most points (the classic choice; picks big backgrounds).
 - ``"nearest"``: the cluster with the smallest median depth (picks occluders and clutter).
-The three are measured against ground truth on synthetic data (purity and recall) in
-docs/mining.md; ``coverage`` wins there.
+The four are measured against ground truth on synthetic data (purity and recall) in
+docs/mining.md.
 """
 from __future__ import annotations
 
@@ -17,11 +24,11 @@ from typing import Optional
 
 import numpy as np
 
-from clip2_core.geometry import frustum_mask, iou_2d, project_points
+from clip2_core.geometry import project_points
 from clip2_core.segmentation import dbscan
 from clip2_core.types import CameraView
 
-RULES = ("coverage", "largest", "nearest")
+RULES = ("front", "coverage", "largest", "nearest")
 
 
 @dataclass
@@ -31,9 +38,11 @@ class FrustumConfig:
     near: float = 1.0  # camera depth limits of the frustum
     far: float = 80.0
     shrink: float = 0.05  # shrink the 2D box by this fraction per side before extruding (less background)
-    eps: float = 0.5  # DBSCAN radius
+    eps: float = 0.5  # DBSCAN radius at short range
+    eps_per_meter: float = 0.03  # radius grows with depth (beam spacing grows too): max(eps, eps_per_meter * depth)
     min_samples: int = 3  # DBSCAN core threshold (itself included)
-    rule: str = "coverage"  # see module docstring
+    rule: str = "front"  # see module docstring
+    front_ratio: float = 0.6  # "front" rule: clusters spanning >= this fraction of the best coverage compete on depth
     min_points: int = 8  # fewer points: no proxy
     max_extent: float = 20.0  # a cluster longer than this (BEV) is background, not an object
     min_coverage: float = 0.1  # coverage rule: a best IoU below this means no object found
@@ -50,9 +59,15 @@ class MinedObject:
     """The object points chosen for one proposal."""
 
     indices: np.ndarray  # (K,) int64 rows of the sweep's points
-    coverage: float  # IoU of the cluster's projected extent with the proposal box
+    coverage: float  # 1D IoU of the cluster's horizontal image extent with the proposal box's
     depth: float  # median camera depth of the cluster [m]
     candidates: int  # DBSCAN clusters found in the frustum
+
+
+def _interval_iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = max(a1, b1) - min(a0, b0)
+    return inter / union if union > 0 else 0.0
 
 
 def shrink_box(box2d, fraction: float) -> np.ndarray:
@@ -61,12 +76,33 @@ def shrink_box(box2d, fraction: float) -> np.ndarray:
     return np.array([x0 + dx, y0 + dy, x1 - dx, y1 - dy])
 
 
+@dataclass
+class ProjectedSweep:
+    """A sweep's candidate points projected once into one camera (reused by all its proposals)."""
+
+    index: np.ndarray  # (M,) int64 rows of the sweep: candidate points in front of the camera, within near/far
+    xyz: np.ndarray  # (M, 3) float64 their LiDAR-frame coordinates
+    uv: np.ndarray  # (M, 2) float64 pixel coordinates
+    depth: np.ndarray  # (M,) float64 camera depth
+
+
+def project_sweep(points: np.ndarray, camera: CameraView, config: FrustumConfig = FrustumConfig(),
+                  candidate_mask: Optional[np.ndarray] = None) -> ProjectedSweep:
+    uv, depth, valid = project_points(points, camera.K, camera.T_lidar_to_cam, min_depth=config.near * 0.5)
+    keep = valid & (depth >= config.near) & (depth <= config.far)
+    if candidate_mask is not None:
+        keep &= candidate_mask
+    idx = np.flatnonzero(keep)
+    return ProjectedSweep(idx, np.asarray(points, dtype=np.float64)[idx, :3], uv[idx], depth[idx])
+
+
 def select_object_points(
     points: np.ndarray,
     box2d,
     camera: CameraView,
     config: FrustumConfig = FrustumConfig(),
     candidate_mask: Optional[np.ndarray] = None,
+    projected: Optional[ProjectedSweep] = None,
 ) -> Optional[MinedObject]:
     """Pick the proposal's object points.
 
@@ -74,24 +110,27 @@ def select_object_points(
         points: (N, 3+) sweep points, LiDAR frame. box2d: (4,) x0, y0, x1, y1 in ``camera``'s pixels.
         camera: intrinsics and LiDAR->camera transform at the image's timestamp.
         candidate_mask: (N,) bool, points allowed at all (typically ``~ground_mask``).
+        projected: :func:`project_sweep` of the same points, camera, config and mask (faster for
+            many proposals in one image).
     Returns:
         The chosen object, or None when nothing plausible is in the frustum.
     """
     box2d = np.asarray(box2d, dtype=np.float64)
     if not (np.isfinite(box2d).all() and box2d[2] > box2d[0] and box2d[3] > box2d[1]):
         return None
-    inner = shrink_box(box2d, config.shrink)
-    mask = frustum_mask(points, inner, camera.K, camera.T_lidar_to_cam, near=config.near, far=config.far)
-    if candidate_mask is not None:
-        mask &= candidate_mask
-    idx = np.flatnonzero(mask)
-    if idx.size < config.min_points:
+    if projected is None:
+        projected = project_sweep(points, camera, config, candidate_mask)
+    x0, y0, x1, y1 = shrink_box(box2d, config.shrink)
+    u, v = projected.uv[:, 0], projected.uv[:, 1]
+    sel = np.flatnonzero((u >= x0) & (u <= x1) & (v >= y0) & (v <= y1))
+    if sel.size < config.min_points:
         return None
-    xyz = np.asarray(points, dtype=np.float64)[idx, :3]
-    labels = dbscan(xyz, config.eps, config.min_samples)
-    uv, depth, _ = project_points(xyz, camera.K, camera.T_lidar_to_cam)
-    best = None
-    best_key = None
+    idx = projected.index[sel]
+    xyz = projected.xyz[sel]
+    uv, depth = projected.uv[sel], projected.depth[sel]
+    eps = max(config.eps, config.eps_per_meter * float(np.median(depth)))
+    labels = dbscan(xyz, eps, config.min_samples)
+    cands = []  # (mask, coverage, depth, points)
     n_clusters = int(labels.max()) + 1 if labels.size else 0
     for c in range(n_clusters):
         m = labels == c
@@ -101,21 +140,26 @@ def select_object_points(
         extent = np.ptp(xyz[m, :2], axis=0)
         if float(np.hypot(*extent)) > config.max_extent:
             continue
-        cov = iou_2d([*uv[m].min(axis=0), *uv[m].max(axis=0)], box2d)
-        d = float(np.median(depth[m]))
+        cov = _interval_iou(uv[m, 0].min(), uv[m, 0].max(), box2d[0], box2d[2])
+        cands.append((m, cov, float(np.median(depth[m])), k))
+    if not cands:
+        return None
+    if config.rule == "front":
+        top = max(c[1] for c in cands)
+        if top < config.min_coverage:
+            return None
+        spanning = [c for c in cands if c[1] >= config.front_ratio * top]
+        m, cov, d, _ = min(spanning, key=lambda c: c[2])
+    else:
         if config.rule == "coverage":
-            key = (round(cov, 2), -d)
+            key = lambda c: (round(c[1], 2), -c[2])  # noqa: E731
         elif config.rule == "largest":
-            key = (k, -d)
-        else:
-            key = (-d, k)
-        if best_key is None or key > best_key:
-            best_key, best = key, (m, cov, d)
-    if best is None:
-        return None
-    m, cov, d = best
-    if config.rule == "coverage" and cov < config.min_coverage:
-        return None
+            key = lambda c: (c[3], -c[2])  # noqa: E731
+        else:  # nearest
+            key = lambda c: (-c[2], c[3])  # noqa: E731
+        m, cov, d, _ = max(cands, key=key)
+        if config.rule == "coverage" and cov < config.min_coverage:
+            return None
     return MinedObject(indices=idx[m].astype(np.int64), coverage=float(cov), depth=d, candidates=n_clusters)
 
 

@@ -27,7 +27,7 @@ def _surface_box(center, size, n, rng):
     return pts + center
 
 
-def test_coverage_rule_prefers_boxed_object_over_background_and_clutter():
+def test_front_rule_prefers_boxed_object_over_background_and_clutter():
     rng = np.random.default_rng(0)
     cam = _front_camera()
     car = _surface_box([10.0, 0.0, 0.0], [4.0, 1.8, 1.5], 600, rng)
@@ -35,10 +35,9 @@ def test_coverage_rule_prefers_boxed_object_over_background_and_clutter():
     clutter = _surface_box([6.0, 0.2, -0.4], [0.2, 0.2, 0.3], 30, rng)  # small thing in front
     pts = np.vstack([car, wall, clutter])
     box = box_to_2d([10.0, 0.0, 0.0, 4.0, 1.8, 1.5, 0.0], cam.K, cam.T_lidar_to_cam, cam.size_wh)
-    got = select_object_points(pts, box, cam, FrustumConfig(rule="coverage"))
+    got = select_object_points(pts, box, cam, FrustumConfig(rule="front"))
     assert got is not None
-    purity = np.mean(got.indices < len(car))
-    assert purity == 1.0 and got.indices.size > 300
+    assert np.mean(got.indices < len(car)) == 1.0 and got.indices.size > 300
     largest = select_object_points(pts, box, cam, FrustumConfig(rule="largest"))
     assert np.mean(largest.indices < len(car)) < 0.5  # picks the wall
     nearest = select_object_points(pts, box, cam, FrustumConfig(rule="nearest"))

@@ -1,0 +1,154 @@
+"""``clip2 mine``: mine (text, image, point) triplet proxies from a nuScenes-format dataroot."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("clip2.mine")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mine",
+        help="mine triplet proxies (text, image crop, point crop) into shards",
+        description=(
+            "For every keyframe and camera image: 2D proposals (a detections file, an OWL open-vocabulary "
+            "detector, or LiDAR clusters named by CLIP) -> frustum -> DBSCAN -> the object's points; CLIP image "
+            "embeddings of the crops; written as resumable tar shards with an index and a summary. Under torchrun "
+            "each rank mines its share of the scenes into its own shards."
+        ),
+    )
+    p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot (real or clip2 synth)")
+    p.add_argument("--version", default="v1.0-trainval", help="table folder (v1.0-trainval, v1.0-mini, v1.0-synth)")
+    p.add_argument("--split", default=None, help="scene split (train, val, mini_train, ...; synthetic splits too)")
+    p.add_argument("--scenes", nargs="*", default=None, help="scene names to mine (default: all of the split)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--detections", type=Path, help="2D detections JSON (clip2.detections_2d/v1 or COCO-style)")
+    src.add_argument("--detector", help="OWLv2 / OWL-ViT weights: a save_pretrained folder or a hub-cache name")
+    src.add_argument("--lidar-proposals", action="store_true", help="no 2D detector: LiDAR clusters named by CLIP")
+    p.add_argument("--queries", nargs="*", default=None, help="vocabulary for --detector / --lidar-proposals")
+    p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture or local-dir:PATH")
+    p.add_argument("--clip-weights", default=None, help="pretrained tag or weights file (none = RANDOM, warned)")
+    p.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    p.add_argument("--resume", action="store_true", help="skip samples finished by an earlier run")
+    p.add_argument("--rule", default="front", choices=["front", "coverage", "largest", "nearest"],
+                   help="which DBSCAN cluster in the frustum is the object (docs/mining.md)")
+    p.add_argument("--min-score", type=float, default=0.1, help="ignore proposals below this detector score")
+    p.add_argument("--save-jpeg", action="store_true", help="store the image crops in the shards")
+    p.add_argument("--shard-size", type=int, default=512, help="proxies per shard")
+    p.add_argument("--max-samples", type=int, default=None, help="stop after this many keyframes (quick looks)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from clip2_core.datasets.nuscenes import NuScenesReader
+    from clip2_core.mining.miner import MineConfig, MineStats, mine_frame
+    from clip2_core.mining.select import FrustumConfig
+    from clip2_core.mining.shards import ShardWriter, finished_samples, write_index
+    from clip2_core.vlm import FrozenCLIP, VLMConfig
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    dist = None
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+    reader = NuScenesReader(args.dataroot, args.version, split=args.split, scenes=args.scenes, load_images=False)
+    scenes = [s["name"] for s in reader.scene_records]
+    mine_scenes = scenes[rank::world]
+    tokens = [t for t in reader.sample_tokens if reader._scene_of[t] in set(mine_scenes)]
+    if args.max_samples is not None:
+        tokens = tokens[: args.max_samples]
+    clip = FrozenCLIP(VLMConfig(model=args.clip_model, pretrained=args.clip_weights, model_config_file=args.clip_config))
+    if args.detections:
+        from clip2_core.mining.detectors import DetectionsFile
+
+        detector = DetectionsFile(args.detections)
+    elif args.detector:
+        from clip2_core.mining.detectors import OwlDetector
+        from clip2_core.mining.lidar_proposals import DEFAULT_VOCABULARY
+
+        detector = OwlDetector(args.detector, args.queries or list(DEFAULT_VOCABULARY), score_threshold=args.min_score)
+    else:
+        from clip2_core.mining.lidar_proposals import DEFAULT_VOCABULARY, LidarProposals
+
+        detector = LidarProposals(clip, args.queries or DEFAULT_VOCABULARY)
+    cfg = MineConfig(frustum=FrustumConfig(rule=args.rule), min_score=args.min_score, save_jpeg=args.save_jpeg,
+                     shard_size=args.shard_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(args.out, rank=rank, shard_size=args.shard_size, save_jpeg=args.save_jpeg)
+    done = finished_samples(args.out) if args.resume else set()
+    if not args.resume and any(args.out.glob("shard-*.tar")):
+        raise ValueError(f"{args.out} already holds shards: pass --resume to continue, or choose a new --out")
+    stats = MineStats()
+    bar = tqdm(tokens, desc=f"mine r{rank}", unit="sample", disable=args.no_progress)
+    try:
+        for tok in bar:
+            if tok in done:
+                stats.samples_skipped_resume += 1
+                continue
+            try:
+                frame = reader.frame(tok)
+            except (OSError, ValueError) as exc:
+                stats.corrupt_points += 1
+                log.warning("skipping sample %s: %s", tok, exc)
+                continue
+            proxies = mine_frame(frame, detector, cfg, clip, stats)
+            writer.write_sample(tok, proxies)
+            stats.samples += 1
+            bar.set_postfix(proxies=stats.proxies)
+    except KeyboardInterrupt:
+        writer.abort()  # the shard in progress is dropped; its samples are redone by --resume
+        log.warning("interrupted: finished shards are kept; rerun with --resume")
+        raise
+    writer.close()
+    if dist is not None:
+        dist.barrier()
+    summary = {"rank": rank, "world": world, "scenes": mine_scenes, "clip": clip.identity,
+               "detector": getattr(detector, "name", "?"), "rule": args.rule, **stats.to_dict()}
+    (args.out / f"summary-r{rank:02d}.json").write_text(json.dumps(summary, indent=1, default=str))
+    if rank == 0:
+        index = write_index(args.out)
+        _histogram(args.out / "points_per_proxy.png", stats.points_per_proxy)
+        print(f"mined {stats.proxies} proxies from {stats.samples} samples ({stats.samples_skipped_resume} already done); "
+              f"index: {index['num_proxies']} proxies in {len(index['shards'])} shards")
+        print(f"skipped: {stats.no_points} proposals without a plausible object, {stats.duplicates} cross-camera duplicates, "
+              f"{stats.corrupt_points} unreadable samples, {stats.corrupt_images} undecodable images")
+        for label, n in list(index["labels"].items())[:40]:
+            print(f"  {label:<28} {n}")
+        if stats.samples:
+            print(f"selection time (ground removal + frustum/DBSCAN, no detector/CLIP): "
+                  f"{stats.seconds_select / stats.samples * 1e3:.1f} ms/sample")
+    if dist is not None:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def _histogram(path: Path, counts) -> None:
+    if not counts:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(np.asarray(counts), bins=np.logspace(np.log10(max(1, min(counts))), np.log10(max(counts) + 1), 30))
+    ax.set_xscale("log")
+    ax.set_xlabel("points per proxy")
+    ax.set_ylabel("proxies")
+    ax.set_title(f"{len(counts)} proxies, median {int(np.median(counts))} points")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""Mining driver: frames -> proposals -> object points -> CLIP image embeddings -> proxy shards.
+
+Per keyframe: ground removal once; for every camera image and every 2D proposal, the frustum +
+DBSCAN selection of :mod:`clip2_core.mining.select`; plausibility filters; de-duplication of the
+same object seen by two cameras; CLIP image embeddings of all crops of an image in one batch;
+then the sample's proxies go to the shard writer as a unit (so resume never splits a sample).
+
+Bad data never stops a run: an unreadable point file skips the sample, an undecodable image
+skips that camera; both are counted in the summary.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from clip2_core.mining.detectors import Detector2D
+from clip2_core.mining.select import FrustumConfig, deduplicate, project_sweep, select_object_points
+from clip2_core.segmentation import GroundConfig, remove_ground
+from clip2_core.types import Frame, Proxy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MineConfig:
+    frustum: FrustumConfig = field(default_factory=FrustumConfig)
+    ground: GroundConfig = field(default_factory=GroundConfig)
+    min_score: float = 0.1  # proposals below this detector score are ignored
+    max_extent_by_height: float = 6.0  # a proxy taller than this [m] is a building, not an object
+    dedupe_jaccard: float = 0.3  # cross-camera duplicate threshold on point-index sets
+    crop_pad: float = 0.1  # context around the 2D box for the CLIP image crop (fraction of size)
+    save_jpeg: bool = False  # store the image crop in the shards, for inspection
+    shard_size: int = 512  # proxies per shard
+
+
+@dataclass
+class MineStats:
+    samples: int = 0
+    samples_skipped_resume: int = 0
+    proposals: int = 0
+    proxies: int = 0
+    no_points: int = 0  # proposals whose frustum held no plausible object
+    duplicates: int = 0
+    corrupt_points: int = 0
+    corrupt_images: int = 0
+    missing_images: int = 0
+    per_label: Counter = field(default_factory=Counter)
+    points_per_proxy: List[int] = field(default_factory=list)
+    seconds_select: float = 0.0  # time in ground removal + frustum/DBSCAN selection (no detector, no CLIP)
+
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d["per_label"] = dict(sorted(self.per_label.items(), key=lambda kv: -kv[1]))
+        d.pop("points_per_proxy")
+        return d
+
+
+def decode_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; raises OSError / ValueError when the file is unreadable."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(im.convert("RGB"))
+
+
+def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, stats: Optional[MineStats] = None) -> List[Proxy]:
+    """Proxies of one frame (cameras must carry images, or image paths to decode)."""
+    stats = stats if stats is not None else MineStats()
+    t0 = time.perf_counter()
+    pts = frame.points
+    finite = np.isfinite(pts[:, :3]).all(axis=1)
+    candidate = finite & ~remove_ground(pts, cfg.ground)
+    stats.seconds_select += time.perf_counter() - t0
+    if hasattr(detector, "prepare"):  # detectors that need the whole frame (LiDAR proposals)
+        detector.prepare(frame)
+    found = []  # (camera name, proposal, mined object)
+    for name, cam in frame.cameras.items():
+        if cam.image is None and cam.image_path:
+            try:
+                cam.image = decode_image(cam.image_path)
+            except (OSError, ValueError, SyntaxError) as exc:
+                stats.corrupt_images += 1
+                log.warning("skipping camera %s of %s: undecodable image %s (%s)", name, frame.token, cam.image_path, exc)
+                continue
+        if cam.image is None:
+            stats.missing_images += 1
+            continue
+        projected = None
+        for prop in detector.detect(cam):
+            if prop.score < cfg.min_score:
+                continue
+            stats.proposals += 1
+            t1 = time.perf_counter()
+            if projected is None:
+                projected = project_sweep(pts, cam, cfg.frustum, candidate)
+            obj = select_object_points(pts, prop.box, cam, cfg.frustum, candidate_mask=candidate, projected=projected)
+            if obj is not None and np.ptp(pts[obj.indices, 2]) > cfg.max_extent_by_height:
+                obj = None
+            stats.seconds_select += time.perf_counter() - t1
+            if obj is None:
+                stats.no_points += 1
+                continue
+            found.append((name, prop, obj))
+    if not found:
+        return []
+    keep = deduplicate([o.indices for _, _, o in found], [p.score * np.log1p(o.indices.size) for _, p, o in found],
+                       cfg.dedupe_jaccard)
+    stats.duplicates += len(found) - len(keep)
+    found = [found[i] for i in sorted(keep.tolist())]
+    embeddings: Dict[int, np.ndarray] = {}
+    if clip is not None:
+        by_cam: Dict[str, List[int]] = {}
+        for i, (name, _, _) in enumerate(found):
+            by_cam.setdefault(name, []).append(i)
+        for name, idx in by_cam.items():
+            boxes = np.stack([found[i][1].box for i in idx])
+            emb = clip.encode_crops(frame.cameras[name].image, boxes, pad_frac=cfg.crop_pad)
+            for i, e in zip(idx, emb):
+                embeddings[i] = e
+    proxies = []
+    for i, (name, prop, obj) in enumerate(found):
+        cam = frame.cameras[name]
+        crop = None
+        if cfg.save_jpeg:
+            from clip2_core.vlm import crop_boxes
+
+            crop = crop_boxes(cam.image, prop.box[None], cfg.crop_pad)[0]
+        proxies.append(
+            Proxy(
+                text=prop.label,
+                points=pts[obj.indices].astype(np.float32),
+                image_embedding=embeddings.get(i),
+                box_2d=prop.box,
+                score=prop.score,
+                provenance={
+                    "scene": frame.scene,
+                    "sample": frame.token,
+                    "camera": name,
+                    "image_token": cam.token,
+                    "detector": getattr(detector, "name", type(detector).__name__),
+                    "coverage": round(obj.coverage, 3),
+                    "candidates": obj.candidates,
+                    **{f"src_{k}": v for k, v in prop.source.items()},
+                },
+                image_crop=crop,
+            )
+        )
+        stats.per_label[prop.label] += 1
+        stats.points_per_proxy.append(int(obj.indices.size))
+    stats.proxies += len(proxies)
+    return proxies
