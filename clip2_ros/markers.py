@@ -17,7 +17,7 @@ Boxes are in ``frame_id`` with the clip2 box convention (centre, lwh, yaw about 
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from clip2_core.types import Box3D, Detection
 from clip2_core.viz import label_color
 
 from clip2_ros.conversions import quaternion_to_yaw, structured_to_pointcloud2, yaw_to_quaternion
+
+if TYPE_CHECKING:  # message types are imported where used
+    from visualization_msgs.msg import MarkerArray
 
 NS_BOXES = "boxes"
 NS_LABELS = "labels"
@@ -45,7 +48,7 @@ def detections_to_markers(
     box_alpha: float = 0.3,
     text_height: float = 0.7,
     line_width: float = 0.06,
-) -> "visualization_msgs.msg.MarkerArray":  # noqa: F821
+) -> "MarkerArray":
     """A MarkerArray for one frame.
 
     Layout: ``[DELETEALL, CUBE x M (ns "boxes", id i), TEXT_VIEW_FACING x M (ns "labels", id i),

@@ -75,7 +75,7 @@ def write_preview(cfg) -> list:
 
     cams = [c for c in ("CAM_FRONT",) if c in cfg.cameras] or list(cfg.cameras[:1])
     reader = NuScenesReader(cfg.out, cfg.version, class_map="long_tail", cameras=cams)
-    first_scene = [t for t in reader.sample_tokens if reader._scene_of[t] == reader.scene_records[0]["name"]]
+    first_scene = reader.scene_sample_tokens(reader.scene_records[0]["name"])
     frame = reader.frame(first_scene[len(first_scene) // 2])
     dets = None
     det_file = cfg.out / cfg.version / "detections_2d.json"

@@ -202,6 +202,13 @@ class NuScenesReader:
                 tok = nusc.get("sample", tok)["next"]
 
     # ------------------------------------------------------------------ iteration
+    def scene_sample_tokens(self, scene_name: str) -> List[str]:
+        """Keyframe sample tokens of one selected scene, in time order."""
+        toks = [t for t in self.sample_tokens if self._scene_of[t] == scene_name]
+        if not toks:
+            raise ValueError(f"scene {scene_name!r} is not among the reader's scenes")
+        return toks
+
     def __len__(self) -> int:
         return len(self.sample_tokens)
 

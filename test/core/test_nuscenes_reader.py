@@ -159,7 +159,9 @@ def test_splits_and_scene_selection(root, reader):
     val = NuScenesReader(root, VERSION, split="val", nusc=reader.nusc, cameras=())
     assert len(val) == 2 and {f.scene for f in val} == {"scene-0002"}
     one = NuScenesReader(root, VERSION, scenes=["scene-0001"], nusc=reader.nusc, cameras=())
-    assert len(one) == 2
+    assert len(one) == 2 and one.scene_sample_tokens("scene-0001") == one.sample_tokens
+    with pytest.raises(ValueError):
+        one.scene_sample_tokens("scene-0002")
     with pytest.raises(ValueError):
         NuScenesReader(root, VERSION, split="nope", nusc=reader.nusc)
     with pytest.raises(ValueError):
