@@ -69,16 +69,15 @@ def farthest_point_sample(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
     lhs, rhs = _augmented(xyz, xyz)  # (B, P, 5) each
     lhs_flat = lhs.reshape(-1, 5)  # (B*P, 5)
     rhs_t = rhs.transpose(1, 2)  # (B, 5, P)
-    farthest = torch.zeros_like(xyz[:, 0, 0], dtype=torch.long)  # (B,)
-    offset = batch_row_offsets(farthest, p)  # (B,)
-    dist = torch.bmm(lhs_flat[farthest + offset].unsqueeze(1), rhs_t).squeeze(1)  # (B, P)
+    farthest = torch.zeros_like(xyz[:, :1, 0], dtype=torch.long)  # (B, 1)
+    offset = batch_row_offsets(farthest, p)  # (B, 1)
+    dist = torch.bmm(lhs_flat[farthest + offset], rhs_t)  # (B, 1, P)
     chosen: List[torch.Tensor] = [farthest]
-    for _ in range(num_samples - 1):
-        farthest = torch.argmax(dist, dim=-1)
+    for _ in range(num_samples - 1):  # kept 3-D throughout: no Squeeze/Unsqueeze per step
+        farthest = torch.argmax(dist, dim=-1)  # (B, 1)
         chosen.append(farthest)
-        row = torch.bmm(lhs_flat[farthest + offset].unsqueeze(1), rhs_t).squeeze(1)
-        dist = torch.minimum(dist, row)
-    return torch.stack(chosen, dim=1)
+        dist = torch.minimum(dist, torch.bmm(lhs_flat[farthest + offset], rhs_t))
+    return torch.cat(chosen, dim=1)
 
 
 class SharedMLP(nn.Sequential):
