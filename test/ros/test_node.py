@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float64, String
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -22,6 +22,7 @@ from clip2_ros.conversions import (
     array_to_pointcloud2,
     make_camera_info,
     pointcloud2_to_structured,
+    rgb_to_compressed_image,
     rgb_to_image,
     seconds_to_stamp,
 )
@@ -36,6 +37,10 @@ CAM_K = np.array([[200.0, 0, 160], [0, 200.0, 90], [0, 0, 1]])
 CAM_SIZE = (320, 180)
 # sweep frame: x forward, y left, z up -> optical: x right (-y), y down (-z), z forward (x)
 T_LIDAR_TO_CAM = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+# a second, JPEG-compressed camera looking backwards: optical x = +y, y = -z, z = -x
+BACK_IMAGE_TOPIC = "/clip2_test/cam_back/image/compressed"
+BACK_INFO_TOPIC = "/clip2_test/cam_back/camera_info"
+T_LIDAR_TO_BACK = np.array([[0, 1, 0, 0], [0, 0, -1, 0], [-1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 
 
 def sweep_msg(seed: int, stamp: float):
@@ -45,6 +50,13 @@ def sweep_msg(seed: int, stamp: float):
         dtypes={"ring": np.uint16},
     )
     return msg, scene
+
+
+def back_camera_msgs(stamp: float):
+    rgb = np.full((CAM_SIZE[1], CAM_SIZE[0], 3), 90, dtype=np.uint8)
+    img = rgb_to_compressed_image(rgb, "jpeg", frame_id="cam_back", stamp=seconds_to_stamp(stamp))
+    info = make_camera_info(CAM_K, CAM_SIZE, frame_id="cam_back", stamp=seconds_to_stamp(stamp))
+    return img, info
 
 
 def camera_msgs(stamp: float):
@@ -64,6 +76,8 @@ class Probe(Node):
         self.pub_cloud = self.create_publisher(PointCloud2, LIDAR_TOPIC, 1)
         self.pub_image = self.create_publisher(Image, IMAGE_TOPIC, 5)
         self.pub_info = self.create_publisher(CameraInfo, INFO_TOPIC, 5)
+        self.pub_back = self.create_publisher(CompressedImage, BACK_IMAGE_TOPIC, 5)
+        self.pub_back_info = self.create_publisher(CameraInfo, BACK_INFO_TOPIC, 5)
         self.lock = threading.Lock()
         self.json, self.markers, self.points, self.times = [], [], [], []
         self.create_subscription(String, f"{OUT}/detections/json", self._rec(self.json), 50)
@@ -131,11 +145,15 @@ def node_overrides(extra=()):
     return [
         Parameter("lidar.topic", value=LIDAR_TOPIC),
         Parameter("cameras.enabled", value=True),
-        Parameter("cameras.names", value=["CAM_FRONT"]),
+        Parameter("cameras.names", value=["CAM_FRONT", "CAM_BACK"]),
         Parameter("cameras.CAM_FRONT.image_topic", value=IMAGE_TOPIC),
         Parameter("cameras.CAM_FRONT.compressed", value=False),
         Parameter("cameras.CAM_FRONT.camera_info_topic", value=INFO_TOPIC),
         Parameter("cameras.CAM_FRONT.T_lidar_to_cam", value=T_LIDAR_TO_CAM.reshape(-1).tolist()),
+        Parameter("cameras.CAM_BACK.image_topic", value=BACK_IMAGE_TOPIC),
+        Parameter("cameras.CAM_BACK.compressed", value=True),
+        Parameter("cameras.CAM_BACK.camera_info_topic", value=BACK_INFO_TOPIC),
+        Parameter("cameras.CAM_BACK.T_lidar_to_cam", value=T_LIDAR_TO_BACK.reshape(-1).tolist()),
         Parameter("max_time_offset", value=0.05),
         Parameter("vocabulary", value=VOCAB),
         Parameter("ensemble", value=True),
@@ -171,17 +189,22 @@ def test_detections_match_ground_truth(running, wait_for):
     stamp = 100.0
     cloud, scene = sweep_msg(1, stamp)
     img, info = camera_msgs(stamp + 0.02)
+    back, back_info = back_camera_msgs(stamp - 0.03)
 
     def publish_camera():
         tester.pub_info.publish(info)
         tester.pub_image.publish(img)
+        tester.pub_back_info.publish(back_info)
+        tester.pub_back.publish(back)
 
     def publish():
         publish_camera()
         tester.pub_cloud.publish(cloud)
 
-    cam = node.cameras["CAM_FRONT"]  # the camera frame is in before the sweep
-    publish_until(tester, wait_for, publish_camera, lambda: cam.info is not None and cam.nearest(stamp) is not None)
+    def cameras_in():  # both camera frames are in before the sweep
+        return all(c.info is not None and c.nearest(stamp) is not None for c in node.cameras.values())
+
+    publish_until(tester, wait_for, publish_camera, cameras_in)
     skipped = node.stats["camera_skipped"]
     doc = publish_until(tester, wait_for, publish, lambda: tester.doc_for(stamp))
     assert wait_for(lambda: tester.markers_for(stamp) is not None, timeout=10)
@@ -198,11 +221,14 @@ def test_detections_match_ground_truth(running, wait_for):
     boxes, labels, scores = markers_to_boxes(markers)
     np.testing.assert_allclose(boxes, [d["box"]["center"] + d["box"]["size"] + [d["box"]["yaw"]] for d in dets], atol=1e-3)
     assert labels == [d["label"] for d in dets]
-    # the camera frame was used (in sync, decodable): objects ahead got their crop fused
+    # both camera frames were used (in sync, decodable): objects ahead and behind got a crop fused,
+    # objects well to the side (outside both 77-degree fields of view) did not
     assert node.stats["camera_skipped"] == skipped
-    ahead = [d for d in dets if d["box"]["center"][0] > 5 and abs(d["box"]["center"][1]) < d["box"]["center"][0]]
-    assert ahead and any(d["image_used"] for d in ahead)
-    assert not any(d["image_used"] for d in dets if d["box"]["center"][0] < 0)  # behind the camera
+    x, y = (np.array([d["box"]["center"][i] for d in dets]) for i in (0, 1))
+    used = np.array([d["image_used"] for d in dets])
+    assert used[(x > 5) & (np.abs(y) < 0.5 * x)].any() and used[(x < -5) & (np.abs(y) < -0.5 * x)].any()
+    side = np.abs(y) > 3.0 * np.abs(x) + 3.0
+    assert side.any() and not used[side].any()
     assert set(doc["timings_ms"]) >= {"decode", "cameras", "publish", "total"}
     assert wait_for(lambda: len(tester.times) > 0, timeout=5)
     # labelled points: only detected clusters' points, with fields for rviz
