@@ -328,6 +328,26 @@ def test_malformed_inputs_never_stop_the_node(running, wait_for):
     assert node.context.ok()
 
 
+def test_node_output_equals_the_offline_pipeline(running, wait_for):
+    """The node adds no logic: its JSON equals Pipeline.process on the same points (LiDAR-only)."""
+    from clip2_core.types import Frame
+
+    node, tester = running
+    stamp = 500.0  # no camera frame within max_time_offset: LiDAR-only
+    cloud, scene = sweep_msg(7, stamp)
+    doc = publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(cloud), lambda: tester.doc_for(stamp))
+    assert not any(d["image_used"] for d in doc["detections"])
+    frame = Frame(points=scene.points[:, :4], point_fields=("x", "y", "z", "intensity"), stamp=stamp)
+    offline = node.pipeline.process(frame).detections
+    assert [d["label"] for d in doc["detections"]] == [d.label for d in offline]
+    np.testing.assert_allclose([d["score"] for d in doc["detections"]], [d.score for d in offline], atol=1e-5)
+    np.testing.assert_allclose(
+        [d["box"]["center"] + d["box"]["size"] + [d["box"]["yaw"]] for d in doc["detections"]],
+        [d.box.as_array() for d in offline], atol=1e-3,
+    )
+    assert [d["cluster_id"] for d in doc["detections"]] == [d.cluster_id for d in offline]
+
+
 def test_vocabulary_change_at_run_time(running, wait_for):
     node, tester = running
     # rejected updates: the parameter keeps its value
