@@ -366,10 +366,11 @@ class LidarOpenVocabNode(Node):
         if not finite.all():
             self._count("nonfinite_points", int((~finite).sum()))
             points = points[finite]
-        cols = [0, 1, 2] + ([names.index("intensity")] if "intensity" in names else [])
+        inten = self.params.intensity_field
+        cols = [0, 1, 2] + ([names.index(inten)] if inten and inten in names else [])
         frame = Frame(
             points=np.ascontiguousarray(points[:, cols]),
-            point_fields=tuple(names[c] for c in cols),
+            point_fields=("x", "y", "z", "intensity")[: len(cols)],
             stamp=t,
             frame_id=frame_id,
         )

@@ -256,6 +256,7 @@ class NodeParams:
 
     lidar_topic: str
     lidar_frame_id: str  # "" = the cloud header frame
+    intensity_field: str  # PointField used as intensity ("" = none)
     cameras: List[CameraParams]  # empty when cameras are disabled
     max_time_offset: float  # [s]
     use_tf: bool
@@ -303,6 +304,7 @@ def node_params(nested: Mapping[str, Any]) -> NodeParams:
     return NodeParams(
         lidar_topic=nested["lidar"]["topic"],
         lidar_frame_id=nested["lidar"]["frame_id"],
+        intensity_field=nested["lidar"]["intensity_field"],
         cameras=cameras,
         max_time_offset=float(nested["max_time_offset"]),
         use_tf=bool(nested["use_tf"]),

@@ -34,6 +34,7 @@ def test_shipped_yaml_validates_against_schema(defaults):
         P.validate(defaults)
     node = P.node_params(defaults)
     assert node.lidar_topic == "input/points" and [c.name for c in node.cameras] == ["CAM_FRONT"]
+    assert node.intensity_field == "intensity"
     assert node.cameras[0].T_lidar_to_cam.shape == (4, 4)
     pipe = node.pipeline
     assert set(pipe) == set(P.PIPELINE_KEYS)
