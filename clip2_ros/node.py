@@ -231,6 +231,10 @@ class LidarOpenVocabNode(Node):
         if any(p.name in P.DYNAMIC_PARAMETERS for p in parameters):
             vocab = P.validate_vocabulary(self.get_parameter("vocabulary").value)
             templates = P.validate_templates(self.get_parameter("clip.templates").value)
+            if templates is None:  # [""]: back to the built-in prompt ensemble
+                from clip2_core.vlm import DEFAULT_TEMPLATES
+
+                templates = list(DEFAULT_TEMPLATES)
             self._vocab_requests.put((vocab, templates))
 
     def _vocab_worker(self) -> None:
