@@ -392,3 +392,17 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     # no frame mixes vocabularies: each document's labels come from its own vocabulary
     for d in old:
         assert {x["label"] for x in d["detections"]} <= set(d["vocabulary"]) | {"unknown"}
+
+
+def test_prompt_templates_change_at_run_time(running, wait_for):
+    node, _ = running
+    before = node.stats["vocabulary_updates"]
+    assert node.set_parameters([Parameter("clip.templates", value=["a lidar scan of a {}."])])[0].successful
+    assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
+    assert node.pipeline.config.clip.templates == ["a lidar scan of a {}."]
+    before = node.stats["vocabulary_updates"]
+    assert node.set_parameters([Parameter("clip.templates", value=[""])])[0].successful  # the built-in set
+    assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
+    from clip2_core.vlm import DEFAULT_TEMPLATES
+
+    assert node.pipeline.config.clip.templates == list(DEFAULT_TEMPLATES)
