@@ -224,27 +224,28 @@ def render_camera(world: World, cam: CameraSpec, t: float, scale: float, rng: np
         col[on_obj] = base
         owner[on_obj] = prims.owner[pi]
     # Lambert shading, distance haze, a little sensor noise
-    lam = np.clip(hits.normal[hit] @ (R.T @ world.sun), 0.0, 1.0).astype(np.float32)
-    col[hit] *= (0.45 + 0.6 * lam)[:, None]
-    fog = (1.0 - np.exp(-hits.t[hit] / 250.0)).astype(np.float32)[:, None]
-    col[hit] = col[hit] * (1 - fog) + sky[None, :] * fog
+    lam = np.clip(hits.normal @ (R.T @ world.sun), 0.0, 1.0)
+    shade = np.where(hit, 0.45 + 0.6 * lam, 1.0).astype(np.float32)
+    with np.errstate(over="ignore"):
+        fog = (1.0 - np.exp(-hits.t / 250.0)).astype(np.float32)  # 1 for sky rays (t = inf)
+    fog[~hit] = 0.0
+    col = col * (shade * (1.0 - fog))[:, None] + sky[None, :] * fog[:, None]
     img = np.clip(col * 255.0 + 0.5, 0, 255).reshape(h, w, 3)
     img += rng.integers(-3, 4, size=(h, w, 1)).astype(np.float32)
     img = np.clip(img, 0, 255).astype(np.uint8)
     owner_img = owner.reshape(h, w)
     vis_ids, vis_counts = np.unique(owner[owner >= 0], return_counts=True)
     # tight pixel box [c0, r0, c1, r1) of every visible object
-    seen = owner >= 0
-    lut = np.searchsorted(vis_ids, owner[seen])
-    rows, cols = np.divmod(np.nonzero(seen)[0], w)
-    c0 = np.full(len(vis_ids), w)
-    r0 = np.full(len(vis_ids), h)
-    c1 = np.zeros(len(vis_ids), dtype=np.int64)
-    r1 = np.zeros(len(vis_ids), dtype=np.int64)
-    np.minimum.at(c0, lut, cols)
-    np.minimum.at(r0, lut, rows)
-    np.maximum.at(c1, lut, cols + 1)
-    np.maximum.at(r1, lut, rows + 1)
+    flat = np.nonzero(owner >= 0)[0]
+    order = np.argsort(owner[flat], kind="stable")
+    flat = flat[order]
+    starts = np.searchsorted(owner[flat], vis_ids) if len(vis_ids) else np.zeros(0, dtype=np.int64)
+    rows, cols = np.divmod(flat, w)
+    if len(vis_ids):
+        c0, c1 = np.minimum.reduceat(cols, starts), np.maximum.reduceat(cols, starts) + 1
+        r0, r1 = np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts) + 1
+    else:
+        c0 = c1 = r0 = r1 = np.zeros(0, dtype=np.int64)
     return {
         "boxes": {int(k): (int(a), int(b), int(c), int(d)) for k, a, b, c, d in zip(vis_ids, c0, r0, c1, r1)},
         "rgb": img,
