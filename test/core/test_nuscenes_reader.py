@@ -208,3 +208,18 @@ def test_lazy_images(root, reader):
     cam = lazy[0].cameras["CAM_BACK"]
     assert cam.image is None and Path(cam.image_path).is_file()
     assert list(lazy[0].cameras) == ["CAM_BACK"]
+
+
+def test_pose_matrix_matches_pyquaternion_for_tilted_poses():
+    from pyquaternion import Quaternion
+
+    from clip2_core.datasets.nuscenes import _inv, _pose_matrix
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        q = Quaternion(rng.normal(size=4)).normalised
+        rec = {"rotation": list(q.elements), "translation": list(rng.normal(size=3) * 10)}
+        T = _pose_matrix(rec)
+        assert np.allclose(T[:3, :3], q.rotation_matrix, atol=1e-12)
+        assert np.allclose(T[:3, 3], rec["translation"])
+        assert np.allclose(_inv(T) @ T, np.eye(4), atol=1e-12)
