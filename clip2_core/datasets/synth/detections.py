@@ -9,7 +9,7 @@ Noise model (per image, seeded):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 

@@ -22,14 +22,14 @@ import json
 import logging
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .detections import simulate_detections
-from .sensors import (CAMERAS, CAMERA_NAMES, IMAGE_WH, LIDAR_HZ, LIDAR_ROTATION, LIDAR_TRANSLATION, camera_to_global,
+from .sensors import (CAMERAS, CAMERA_NAMES, IMAGE_WH, LIDAR_HZ, LIDAR_ROTATION, LIDAR_TRANSLATION,
                       lidar_sweep, lidar_to_global, render_camera)
 from .world import ATTRIBUTES, CATEGORY_DESCRIPTIONS, CATEGORY_OF_KIND, World, build_world
 
