@@ -249,6 +249,7 @@ def test_fold_batchnorm_preserves_outputs(tiny_encoder):
         fold_batchnorm(copy.deepcopy(model).train())
 
 
+@torch.enable_grad()  # independent of global grad mode left behind by other code
 def test_encoder_trains():
     torch.manual_seed(0)
     model = create_point_encoder("pointnet2-tiny-v1")

@@ -71,6 +71,7 @@ def test_instance_is_symmetric_in_its_arguments():
         loss(p, i[:4])
 
 
+@torch.enable_grad()  # independent of global grad mode left behind by other code
 def test_logit_scale_is_clamped_and_learnable():
     s = LogitScale(init_scale=1000.0, max_scale=100.0)
     assert s().item() == pytest.approx(100.0, rel=1e-6)
@@ -99,6 +100,7 @@ def test_clip2_loss_weights_and_dict():
         CLIP2Loss(semantic_weight=0.0, instance_weight=0.0)
 
 
+@torch.enable_grad()
 def test_losses_drive_alignment():
     """A few optimiser steps on free embeddings reduce both terms."""
     torch.manual_seed(0)

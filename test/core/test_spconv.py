@@ -53,6 +53,7 @@ def test_spconv_matches_dense_conv3d_on_cpu(threads):
 
 
 @needs_spconv
+@torch.enable_grad()  # independent of global grad mode left behind by other code
 def test_sparse_encoder_forward_backward_on_cpu():
     from clip2_core.encoders import create_point_encoder
 
@@ -83,6 +84,7 @@ def test_spconv_matches_dense_conv3d_on_cuda():  # pragma: no cover - GPU machin
 @pytest.mark.gpu
 @needs_spconv
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.enable_grad()
 def test_sparse_encoder_forward_backward_on_cuda():  # pragma: no cover - GPU machines only
     from clip2_core.encoders import create_point_encoder
 
