@@ -13,7 +13,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(os.getpid() % 100 + 1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-rclpy = pytest.importorskip("rclpy", reason="needs rclpy (ROS 2 wheels or a ROS 2 install)")
+import rclpy  # noqa: E402  (requirements/ros.txt: the ROS 2 wheels, or a ROS 2 install)
 
 
 def pytest_collection_modifyitems(items):
@@ -82,55 +82,18 @@ def spin(ros_context):
 
 
 # ---------------------------------------------------------------------------------------------- model
-TINY_CLIP_NAME = "clip2-ros-test-tiny"
-TINY_CLIP_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
 @pytest.fixture(scope="session")
-def tiny_model_files(tmp_path_factory):
-    """A tiny open_clip architecture (random weights, saved as a file) and a pointnet2-tiny-v1
-    checkpoint recording that CLIP — loaded by the node through the same paths as real weights.
-
-    Returns a dict of node parameter overrides (model.*, clip.*).
-    """
-    import json
-
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from clip2_core.checkpoint import save_checkpoint
-    from clip2_core.encoders import create_point_encoder
-    from clip2_core.vlm import FrozenCLIP, VLMConfig
-
-    root = tmp_path_factory.mktemp("ros_model")
-    cfg_file = root / f"{TINY_CLIP_NAME}.json"
-    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(7)
-    clip_model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
-    weights = root / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in clip_model.state_dict().items()}, str(weights))
-    clip = FrozenCLIP(VLMConfig(model=TINY_CLIP_NAME, pretrained=str(weights), model_config_file=str(cfg_file)))
-    torch.manual_seed(0)
-    encoder = create_point_encoder("pointnet2-tiny-v1").eval()
-    ckpt = save_checkpoint(root / "encoder", encoder, encoder.config, clip=clip.identity)
-    return {
-        "model.checkpoint": str(ckpt),
+def node_model(trained_tiny_model):
+    """Node parameter overrides (dotted name -> value) running the shared trained tiny model
+    (test/conftest.py: a pointnet2-tiny-v1 encoder trained by our trainer on synthetic proxies
+    against a tiny random CLIP), and its vocabulary."""
+    m = trained_tiny_model
+    params = {
+        "model.checkpoint": str(m.checkpoint),
         "model.backend": "torch",
-        "clip.model": TINY_CLIP_NAME,
-        "clip.weights": str(weights),
-        "clip.model_config_file": str(cfg_file),
+        "clip.model": m.clip.name,
+        "clip.weights": str(m.clip.weights_file),
+        "clip.model_config_file": str(m.clip.config_file),
+        "vocabulary": list(m.vocabulary),
     }
-
-
-@pytest.fixture(scope="module")
-def node_model_parameters(tiny_model_files):
-    """rclpy Parameters naming the test encoder and CLIP for a LidarOpenVocabNode."""
-    from rclpy.parameter import Parameter
-
-    return [Parameter(k, value=v) for k, v in tiny_model_files.items()]
+    return params, list(m.vocabulary)

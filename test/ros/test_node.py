@@ -138,10 +138,8 @@ def gt_recall(doc, scene, min_points=10):
     return hit[visible].mean(), matched, int(visible.sum())
 
 
-VOCAB = ["car", "truck", "pedestrian", "bicycle", "traffic_cone", "pole"]
-
-
-def node_overrides(extra=()):
+def node_overrides(model_params):
+    """Parameter overrides: the test topics, two cameras, and the model (with its vocabulary)."""
     return [
         Parameter("lidar.topic", value=LIDAR_TOPIC),
         Parameter("cameras.enabled", value=True),
@@ -155,29 +153,29 @@ def node_overrides(extra=()):
         Parameter("cameras.CAM_BACK.camera_info_topic", value=BACK_INFO_TOPIC),
         Parameter("cameras.CAM_BACK.T_lidar_to_cam", value=T_LIDAR_TO_BACK.reshape(-1).tolist()),
         Parameter("max_time_offset", value=0.05),
-        Parameter("vocabulary", value=VOCAB),
         Parameter("ensemble", value=True),
         Parameter("warn_throttle_s", value=0.0),
         Parameter("unknown_threshold", value=0.0),  # every detection gets a vocabulary label
-        *extra,
+        *[Parameter(k, value=v) for k, v in model_params.items()],
     ]
 
 
 @pytest.fixture(scope="module")
-def running(ros_context, node_model_parameters):
-    """(node, tester) spinning in one MultiThreadedExecutor for the whole module."""
+def running(ros_context, node_model):
+    """(node, tester, vocabulary) spinning in one MultiThreadedExecutor for the whole module."""
     from rclpy.executors import MultiThreadedExecutor
 
     from clip2_ros.node import LidarOpenVocabNode
 
-    node = LidarOpenVocabNode(context=ros_context, parameter_overrides=node_overrides(node_model_parameters))
+    model_params, vocab = node_model
+    node = LidarOpenVocabNode(context=ros_context, parameter_overrides=node_overrides(model_params))
     tester = Probe(ros_context)
     ex = MultiThreadedExecutor(num_threads=4, context=ros_context)
     ex.add_node(node)
     ex.add_node(tester)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
-    yield node, tester
+    yield node, tester, vocab
     ex.shutdown(timeout_sec=5.0)
     th.join(timeout=5.0)
     node.destroy_node()
@@ -185,7 +183,7 @@ def running(ros_context, node_model_parameters):
 
 
 def test_detections_match_ground_truth(running, wait_for):
-    node, tester = running
+    node, tester, vocab = running
     stamp = 100.0
     cloud, scene = sweep_msg(1, stamp)
     img, info = camera_msgs(stamp + 0.02)
@@ -208,10 +206,10 @@ def test_detections_match_ground_truth(running, wait_for):
     skipped = node.stats["camera_skipped"]
     doc = publish_until(tester, wait_for, publish, lambda: tester.doc_for(stamp))
     assert wait_for(lambda: tester.markers_for(stamp) is not None, timeout=10)
-    assert doc["frame_id"] == "lidar" and doc["vocabulary"] == VOCAB
+    assert doc["frame_id"] == "lidar" and doc["vocabulary"] == vocab
     dets = doc["detections"]
     assert 10 <= len(dets) <= 64
-    assert {d["label"] for d in dets} <= set(VOCAB)
+    assert {d["label"] for d in dets} <= set(vocab)
     assert all(0.0 <= d["score"] <= 1.0 for d in dets)
     recall, matched, n_visible = gt_recall(doc, scene)
     assert n_visible >= 10 and recall >= 0.9, f"recall {recall:.2f} of {n_visible} visible objects"
@@ -235,7 +233,7 @@ def test_detections_match_ground_truth(running, wait_for):
     assert wait_for(lambda: len(tester.points) > 0, timeout=10, on_tick=publish)
     rec = pointcloud2_to_structured(tester.points[-1])
     assert set(rec.dtype.names) == {"x", "y", "z", "label_id", "score", "cluster_id"}
-    assert rec.shape[0] > 0 and (rec["label_id"] >= -1).all() and (rec["label_id"] < len(VOCAB)).all()
+    assert rec.shape[0] > 0 and (rec["label_id"] >= -1).all() and (rec["label_id"] < len(vocab)).all()
 
 
 def _good_frame(tester, wait_for, stamp, seed=2):
@@ -264,7 +262,7 @@ def _raw_cloud(fields, point_step, width, data, stamp, row_step=None):
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the 1e18 m sweep, on purpose
 def test_malformed_inputs_never_stop_the_node(running, wait_for):
-    node, tester = running
+    node, tester, vocab = running
     xyz = [("x", 0), ("y", 4), ("z", 8)]
     bad_clouds = {
         "malformed_cloud": [
@@ -332,7 +330,7 @@ def test_node_output_equals_the_offline_pipeline(running, wait_for):
     """The node adds no logic: its JSON equals Pipeline.process on the same points (LiDAR-only)."""
     from clip2_core.types import Frame
 
-    node, tester = running
+    node, tester, vocab = running
     stamp = 500.0  # no camera frame within max_time_offset: LiDAR-only
     cloud, scene = sweep_msg(7, stamp)
     doc = publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(cloud), lambda: tester.doc_for(stamp))
@@ -348,8 +346,32 @@ def test_node_output_equals_the_offline_pipeline(running, wait_for):
     assert [d["cluster_id"] for d in doc["detections"]] == [d.cluster_id for d in offline]
 
 
+def test_labels_match_ground_truth_on_held_out_sweeps(running, wait_for):
+    """The trained tiny model's labels, through the node (LiDAR-only: no camera frame in time)."""
+    node, tester, vocab = running
+    pairs, visible = [], 0
+    for i, seed in enumerate((300, 301, 302)):
+        stamp = 600.0 + i
+        cloud, scene = sweep_msg(seed, stamp)
+        doc = publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(cloud), lambda: tester.doc_for(stamp))
+        # every GT object with >= 20 returns, matched to the detection whose centre is within 1 m
+        vis = points_in_boxes(scene.points[:, :3].astype(np.float64), scene.boxes).sum(axis=0) >= 20
+        visible += int(vis.sum())
+        centres = np.array([d["box"]["center"] for d in doc["detections"]]).reshape(-1, 3)
+        for j in np.flatnonzero(vis):
+            dist = np.linalg.norm(centres[:, :2] - scene.boxes[j, :2], axis=1) if len(centres) else np.array([np.inf])
+            k = int(np.argmin(dist))
+            if dist[k] <= 1.0:
+                pairs.append((scene.names[j].replace("_", " "), doc["detections"][k]["label"]))
+    assert visible >= 15
+    recall = len(pairs) / visible
+    accuracy = float(np.mean([gt == label for gt, label in pairs]))
+    assert recall >= 0.7, recall
+    assert accuracy >= 0.7, (accuracy, pairs)
+
+
 def test_vocabulary_change_at_run_time(running, wait_for):
-    node, tester = running
+    node, tester, vocab = running
     # rejected updates: the parameter keeps its value
     bad = node.set_parameters([Parameter("vocabulary", value=["car", "car"])])[0]
     assert not bad.successful and "duplicate" in bad.reason
@@ -357,7 +379,7 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     assert not bad.successful and "{}" in bad.reason
     ro = node.set_parameters([Parameter("score_threshold", value=0.5)])[0]
     assert not ro.successful and "read-only" in ro.reason
-    assert list(node.get_parameter("vocabulary").value) == VOCAB
+    assert list(node.get_parameter("vocabulary").value) == vocab
 
     new_vocab = ["sedan", "lorry", "person", "cyclist", "cone", "post", "tree"]
     stamps = iter(np.arange(300.0, 400.0, 0.25))
@@ -367,10 +389,10 @@ def test_vocabulary_change_at_run_time(running, wait_for):
         cloud.header.stamp = seconds_to_stamp(next(stamps))
         tester.pub_cloud.publish(cloud)
 
-    def docs_since(t, vocab):
+    def docs_since(t, words):
         with tester.lock:
             docs = [json.loads(m.data) for m in tester.json]
-        return [d for d in docs if d["stamp"] >= t and d["vocabulary"] == vocab]
+        return [d for d in docs if d["stamp"] >= t and d["vocabulary"] == words]
 
     updates = node.stats["vocabulary_updates"]
     # Hold the pipeline's text-bank build lock: the rebuild cannot finish while we hold it, so
@@ -379,9 +401,9 @@ def test_vocabulary_change_at_run_time(running, wait_for):
         ok = node.set_parameters([Parameter("vocabulary", value=new_vocab)])[0]
         assert ok.successful
         t_set = next(stamps)
-        old = publish_until(tester, wait_for, publish, lambda: docs_since(t_set, VOCAB), every=0.3)
+        old = publish_until(tester, wait_for, publish, lambda: docs_since(t_set, vocab), every=0.3)
         assert node.stats["vocabulary_updates"] == updates
-        assert {d["label"] for doc in old for d in doc["detections"]} <= set(VOCAB)
+        assert {d["label"] for doc in old for d in doc["detections"]} <= set(vocab)
     # released: the new text bank is swapped in and later frames carry the new labels
     docs = publish_until(tester, wait_for, publish, lambda: docs_since(300.0, new_vocab), timeout=60.0, every=0.3)
     labels = {d["label"] for doc in docs for d in doc["detections"]}
@@ -395,7 +417,7 @@ def test_vocabulary_change_at_run_time(running, wait_for):
 
 
 def test_prompt_templates_change_at_run_time(running, wait_for):
-    node, _ = running
+    node, _, _ = running
     before = node.stats["vocabulary_updates"]
     assert node.set_parameters([Parameter("clip.templates", value=["a lidar scan of a {}."])])[0].successful
     assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)

@@ -36,8 +36,8 @@ def test_bad_parameters_exit_with_a_clear_message(tmp_path):
     assert "parameter 'model.backend'" in out and "parameter 'score_threshold'" in out
 
 
-def test_ctrl_c_shuts_down_cleanly(tmp_path, tiny_model_files):
-    overrides = dict(tiny_model_files)
+def test_ctrl_c_shuts_down_cleanly(tmp_path, node_model):
+    overrides = dict(node_model[0])
     overrides.update({"cameras.enabled": False, "lidar.topic": "/clip2_test/process/points"})
     proc = _start(_write_params(tmp_path / "ok.yaml", overrides))
     lines = []
