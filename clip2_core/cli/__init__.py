@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "synth",
     "mine",
     "export",
+    "eval",
 )
 
 

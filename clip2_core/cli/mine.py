@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip samples finished by an earlier run")
     p.add_argument("--rule", default="front", choices=["front", "coverage", "largest", "nearest"],
                    help="which DBSCAN cluster in the frustum is the object (docs/mining.md)")
+    p.add_argument("--label-map", default=None,
+                   help="fold detector labels into proxy texts: a JSON file {label: text} or 'synthetic' (clip2 synth's detector)")
     p.add_argument("--min-score", type=float, default=0.1, help="ignore proposals below this detector score")
     p.add_argument("--save-jpeg", action="store_true", help="store the image crops in the shards")
     p.add_argument("--shard-size", type=int, default=512, help="proxies per shard")
@@ -81,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         from clip2_core.mining.lidar_proposals import DEFAULT_VOCABULARY, LidarProposals
 
         detector = LidarProposals(clip, args.queries or DEFAULT_VOCABULARY)
+    from clip2_core.mining.labels import load_label_map
+
     cfg = MineConfig(frustum=FrustumConfig(rule=args.rule), min_score=args.min_score, save_jpeg=args.save_jpeg,
-                     shard_size=args.shard_size)
+                     shard_size=args.shard_size, label_map=load_label_map(args.label_map))
     args.out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(args.out, rank=rank, shard_size=args.shard_size, save_jpeg=args.save_jpeg)
     done = finished_samples(args.out) if args.resume else set()

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from clip2_core.mining.detectors import Detector2D
+from clip2_core.mining.labels import map_label
 from clip2_core.mining.select import FrustumConfig, deduplicate, project_sweep, select_object_points
 from clip2_core.segmentation import GroundConfig, remove_ground
 from clip2_core.types import Frame, Proxy
@@ -36,6 +37,7 @@ class MineConfig:
     crop_pad: float = 0.1  # context around the 2D box for the CLIP image crop (fraction of size)
     save_jpeg: bool = False  # store the image crop in the shards, for inspection
     shard_size: int = 512  # proxies per shard
+    label_map: Dict[str, str] = field(default_factory=dict)  # detector label -> proxy text (clip2_core.mining.labels)
 
 
 @dataclass
@@ -131,9 +133,10 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
             from clip2_core.vlm import crop_boxes
 
             crop = crop_boxes(cam.image, prop.box[None], cfg.crop_pad)[0]
+        text = map_label(prop.label, cfg.label_map)
         proxies.append(
             Proxy(
-                text=prop.label,
+                text=text,
                 points=pts[obj.indices].astype(np.float32),
                 image_embedding=embeddings.get(i),
                 box_2d=prop.box,
@@ -144,6 +147,7 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
                     "camera": name,
                     "image_token": cam.token,
                     "detector": getattr(detector, "name", type(detector).__name__),
+                    "detector_label": prop.label,
                     "coverage": round(obj.coverage, 3),
                     "candidates": obj.candidates,
                     **{f"src_{k}": v for k, v in prop.source.items()},
@@ -151,7 +155,7 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
                 image_crop=crop,
             )
         )
-        stats.per_label[prop.label] += 1
+        stats.per_label[text] += 1
         stats.points_per_proxy.append(int(obj.indices.size))
     stats.proxies += len(proxies)
     return proxies

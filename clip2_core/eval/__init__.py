@@ -1,0 +1,1 @@
+"""Evaluation: the paper's recognition protocol (and, later, detection matching for replays)."""

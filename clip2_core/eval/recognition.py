@@ -1,0 +1,249 @@
+"""The paper's recognition protocol: zero-shot top-1 on ground-truth object crops.
+
+Every annotated object with at least ``min_points`` LiDAR points is cropped (the points inside its
+box), normalised exactly as in training and in the online pipeline, embedded by the point
+encoder, and classified against the CLIP text bank of the vocabulary (prompt ensemble). Reported:
+top-1 per class, mean class accuracy (the paper's headline number), overall accuracy, the
+confusion matrix; optionally the point+image ensemble (CLIP on the object's best camera crop)
+beside point-only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from clip2_core.geometry import box_to_2d
+from clip2_core.types import Frame
+
+log = logging.getLogger(__name__)
+
+# (ground-truth label, text given to CLIP)
+VOCABULARIES: Dict[str, List[Tuple[str, str]]] = {
+    "nuscenes10": [
+        ("car", "car"), ("truck", "truck"), ("bus", "bus"), ("trailer", "trailer"),
+        ("construction_vehicle", "construction vehicle"), ("pedestrian", "pedestrian"), ("motorcycle", "motorcycle"),
+        ("bicycle", "bicycle"), ("traffic_cone", "traffic cone"), ("barrier", "barrier"),
+    ],
+}
+
+
+def load_vocabulary(spec: str) -> List[Tuple[str, str]]:
+    """A named vocabulary (``nuscenes10``) or a file: JSON list of names, JSON object
+    ``{gt_label: text}``, or a text file with one name per line. Names double as texts
+    (underscores become spaces)."""
+    if spec in VOCABULARIES:
+        return list(VOCABULARIES[spec])
+    p = Path(spec)
+    if not p.is_file():
+        raise FileNotFoundError(f"vocabulary {spec!r} is neither one of {sorted(VOCABULARIES)} nor a file")
+    text = p.read_text()
+    if p.suffix == ".json":
+        data = json.loads(text)
+        if isinstance(data, dict):
+            pairs = [(str(k), str(v)) for k, v in data.items()]
+        elif isinstance(data, list):
+            pairs = [(str(n), str(n).replace("_", " ")) for n in data]
+        else:
+            raise ValueError(f"{p}: expected a JSON list or object")
+    else:
+        pairs = [(ln.strip(), ln.strip().replace("_", " ")) for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(pairs) < 2:
+        raise ValueError(f"{p}: a vocabulary needs at least 2 names")
+    return pairs
+
+
+def confusion_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> Dict[str, object]:
+    """Confusion matrix (rows = truth) and accuracies; classes absent from ``y_true`` are left
+    out of the mean (their accuracy is NaN)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, np.diag(cm) / support, np.nan)
+    present = support > 0
+    return {
+        "confusion": cm,
+        "per_class_acc": per_class,
+        "support": support,
+        "mean_class_acc": float(np.nanmean(per_class)) if present.any() else float("nan"),
+        "overall_acc": float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan"),
+    }
+
+
+@dataclass
+class RecognitionReport:
+    classes: List[str]  # ground-truth labels, in row order
+    texts: List[str]  # what CLIP was given for each class
+    point: Dict[str, object]  # confusion_metrics of point-only
+    ensemble: Optional[Dict[str, object]] = None  # same, point + image ensemble (objects without a crop use points)
+    meta: Dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, object]:
+        def clean(m):
+            if m is None:
+                return None
+            return {
+                "mean_class_acc": m["mean_class_acc"],
+                "overall_acc": m["overall_acc"],
+                "per_class_acc": {c: (None if np.isnan(a) else float(a)) for c, a in zip(self.classes, m["per_class_acc"])},
+                "support": {c: int(s) for c, s in zip(self.classes, m["support"])},
+                "confusion": np.asarray(m["confusion"]).tolist(),
+            }
+
+        return {"classes": self.classes, "texts": self.texts, "point": clean(self.point), "ensemble": clean(self.ensemble),
+                "meta": self.meta}
+
+
+def _best_crop_boxes(frame: Frame, boxes: np.ndarray):
+    """Per object: (camera name, 2D box) of the camera where it projects largest, or None."""
+    out = []
+    for b in boxes:
+        best = None
+        for cam in frame.cameras.values():
+            if cam.image is None:
+                continue
+            bb = box_to_2d(b, cam.K, cam.T_lidar_to_cam, cam.size_wh)
+            if bb is None:
+                continue
+            area = (bb[2] - bb[0]) * (bb[3] - bb[1])
+            if area >= 64 and (best is None or area > best[0]):
+                best = (area, cam.name, bb)
+        out.append(None if best is None else best[1:])
+    return out
+
+
+def evaluate_recognition(
+    frames: Iterable[Frame],
+    embedder,
+    clip,
+    vocabulary: Sequence[Tuple[str, str]],
+    min_points: int = 5,
+    ensemble_weight: Optional[float] = None,
+    templates: Optional[Sequence[str]] = None,
+    cache_dir: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> RecognitionReport:
+    """Run the protocol over ``frames`` (with ``gt_boxes``; cameras with images for the ensemble)."""
+    from tqdm import tqdm
+
+    from clip2_core.datasets.nuscenes import gt_object_crops
+    from clip2_core.training.data import encoder_input
+    from clip2_core.vlm import DEFAULT_TEMPLATES, build_text_bank
+    from clip2_core.zeroshot import ZeroShotClassifier
+
+    classes = [c for c, _ in vocabulary]
+    texts = [t for _, t in vocabulary]
+    bank = build_text_bank(clip, texts, tuple(templates or DEFAULT_TEMPLATES), cache_dir)
+    clf = ZeroShotClassifier(bank, image_weight=ensemble_weight if ensemble_weight is not None else 0.5)
+    index = {c: i for i, c in enumerate(classes)}
+    norm = embedder.config.normalization
+    y_true: List[int] = []
+    y_point: List[int] = []
+    y_ens: List[int] = []
+    n_images = 0
+    for frame in tqdm(frames, desc="eval recognition", unit="frame", disable=not progress):
+        crops = [c for c in gt_object_crops(frame, min_points=min_points) if c.label in index]
+        if not crops:
+            continue
+        batch = np.stack([encoder_input(c.points, norm, np.random.default_rng([seed, len(y_true) + i]))
+                          for i, c in enumerate(crops)])
+        emb = embedder.embed(batch)
+        pl = clf.logits(emb)
+        y_true += [index[c.label] for c in crops]
+        y_point += pl.argmax(axis=1).tolist()
+        if ensemble_weight is not None:
+            where = _best_crop_boxes(frame, np.stack([c.box.as_array() for c in crops]))
+            img = np.zeros_like(emb)
+            valid = np.zeros(len(crops), dtype=bool)
+            by_cam: Dict[str, List[int]] = {}
+            for i, w in enumerate(where):
+                if w is not None:
+                    by_cam.setdefault(w[0], []).append(i)
+            for name, idx in by_cam.items():
+                img[idx] = clip.encode_crops(frame.cameras[name].image, np.stack([where[i][1] for i in idx]))
+                valid[idx] = True
+            n_images += int(valid.sum())
+            y_ens += clf.fuse_logits(pl, clf.logits(img), valid).argmax(axis=1).tolist()
+    if not y_true:
+        raise ValueError(f"no ground-truth crops with >= {min_points} points and a label in the vocabulary {classes}")
+    report = RecognitionReport(
+        classes=classes,
+        texts=texts,
+        point=confusion_metrics(np.array(y_true), np.array(y_point), len(classes)),
+        ensemble=confusion_metrics(np.array(y_true), np.array(y_ens), len(classes)) if ensemble_weight is not None else None,
+        meta={"objects": len(y_true), "min_points": min_points, "ensemble_weight": ensemble_weight,
+              "objects_with_image_crop": n_images, "clip": clip.identity, "backend": getattr(embedder, "name", "?"),
+              "encoder": getattr(embedder.config, "name", "?")},
+    )
+    if str(clip.weights_id).startswith("random"):
+        report.meta["warning"] = "CLIP weights are RANDOM: these numbers check the machinery, they are not zero-shot results"
+    return report
+
+
+def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:
+    """report.json, report.md and confusion.png (point-only; confusion_ensemble.png too)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = report.to_json()
+    (out / "report.json").write_text(json.dumps(data, indent=1))
+    lines = [f"# {title}", ""]
+    if "warning" in report.meta:
+        lines += [f"> **{report.meta['warning']}**", ""]
+    lines += [f"Objects: {report.meta['objects']} (GT crops with >= {report.meta['min_points']} points); "
+              f"encoder {report.meta['encoder']} on {report.meta['backend']}; CLIP {report.meta['clip'].get('model')}.", ""]
+    head = "| class | text | objects | point top-1 |" + (" ensemble top-1 |" if report.ensemble else "")
+    lines += [head, "|---|---|---|---|" + ("---|" if report.ensemble else "")]
+    for i, (c, t) in enumerate(zip(report.classes, report.texts)):
+        pa = report.point["per_class_acc"][i]
+        row = f"| {c} | {t} | {int(report.point['support'][i])} | {'-' if np.isnan(pa) else f'{pa:.3f}'} |"
+        if report.ensemble:
+            ea = report.ensemble["per_class_acc"][i]
+            row += f" {'-' if np.isnan(ea) else f'{ea:.3f}'} |"
+        lines.append(row)
+    lines += ["", f"**Mean class accuracy (point): {report.point['mean_class_acc']:.4f}**, overall {report.point['overall_acc']:.4f}"]
+    if report.ensemble:
+        lines.append(f"**Mean class accuracy (point + image, w={report.meta['ensemble_weight']}): "
+                     f"{report.ensemble['mean_class_acc']:.4f}**, overall {report.ensemble['overall_acc']:.4f} "
+                     f"({report.meta['objects_with_image_crop']} objects had a camera crop)")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    paths = {"json": out / "report.json", "md": out / "report.md",
+             "confusion": _confusion_png(out / "confusion.png", report.point["confusion"], report.classes, "point-only")}
+    if report.ensemble:
+        paths["confusion_ensemble"] = _confusion_png(out / "confusion_ensemble.png", report.ensemble["confusion"],
+                                                     report.classes, "point + image")
+    return paths
+
+
+def _confusion_png(path: Path, cm: np.ndarray, classes: Sequence[str], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"confusion ({title})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

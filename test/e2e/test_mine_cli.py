@@ -1,0 +1,133 @@
+"""`clip2 mine` end to end on a synthetic world: quality, resume after a kill, bad files, 2 ranks."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip2_core.datasets.nuscenes import NuScenesReader
+from clip2_core.mining.detectors import DetectionsFile
+from clip2_core.mining.quality import proxy_quality
+from clip2_core.mining.shards import iter_proxies, shard_paths
+
+VERSION = "v1.0-synth"
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world") / "synth"
+    r = subprocess.run([sys.executable, "-m", "clip2_core", "synth", "--out", str(root), "--scenes", "2", "--seconds", "3",
+                        "--seed", "5", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return root
+
+
+def _mine(world, out, tiny_clip_files, *extra, env=None, wait=True):
+    cmd = [sys.executable, "-m", "clip2_core", "mine", "--dataroot", str(world), "--version", VERSION,
+           "--detections", str(world / VERSION / "detections_2d.json"), "--clip-model", tiny_clip_files.name,
+           "--clip-weights", str(tiny_clip_files.weights_file), "--clip-config", str(tiny_clip_files.config_file),
+           "--out", str(out), "--no-progress", *extra]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _fingerprint(out):
+    rows = []
+    for p in iter_proxies(shard_paths(out)):
+        h = hashlib.sha1(np.ascontiguousarray(p.points).tobytes()).hexdigest()[:12]
+        rows.append((p.provenance["sample"], p.provenance["camera"], p.text, h,
+                     None if p.image_embedding is None else round(float(p.image_embedding.sum()), 4)))
+    return sorted(rows)
+
+
+@pytest.fixture(scope="session")
+def mined(world, tiny_clip_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mined") / "proxies"
+    r = _mine(world, out, tiny_clip_files, "--shard-size", "40")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_quality_purity_and_recall(world, mined):
+    out, stdout = mined
+    assert "mined" in stdout and (out / "index.json").is_file() and (out / "points_per_proxy.png").is_file()
+    reader = NuScenesReader(world, VERSION, class_map="long_tail", load_images=False)
+    q = proxy_quality(out, reader, min_points=20, detections=DetectionsFile(world / VERSION / "detections_2d.json"))
+    print("mining quality:", json.dumps(q))
+    assert q["purity_mean"] >= 0.9, q
+    assert q["recall"] >= 0.8, q
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_proxies"] == len(_fingerprint(out)) > 50
+    one = next(iter_proxies(shard_paths(out)))
+    assert one.image_embedding is not None and one.image_embedding.shape == (32,)
+    assert {"scene", "sample", "camera", "detector_label", "score"} <= set(one.provenance) | {"score"}
+
+
+def test_kill_and_resume_gives_the_same_proxies(world, mined, tiny_clip_files, tmp_path):
+    out = tmp_path / "resumed"
+    proc = _mine(world, out, tiny_clip_files, "--shard-size", "40", wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("shard-*.json")):
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)  # no clean-up at all
+    proc.wait()
+    assert list(out.glob("shard-*.json"))
+    r = _mine(world, out, tiny_clip_files, "--shard-size", "40", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already done" in r.stdout
+    assert _fingerprint(out) == _fingerprint(mined[0])
+
+
+def test_refuses_to_mix_runs_without_resume(world, mined, tiny_clip_files):
+    r = _mine(world, mined[0], tiny_clip_files)
+    assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_corrupt_image_and_points_are_skipped_and_counted(world, tiny_clip_files, tmp_path):
+    bad = tmp_path / "bad_world"
+    shutil.copytree(world, bad)
+    sd = json.loads((bad / VERSION / "sample_data.json").read_text())
+    pcd = next(s for s in sd if s["is_key_frame"] and s["filename"].endswith(".pcd.bin"))
+    jpg = next(s for s in sd if s["is_key_frame"] and s["filename"].endswith(".jpg") and s["sample_token"] != pcd["sample_token"])
+    (bad / jpg["filename"]).write_bytes(b"not a jpeg at all")
+    data = (bad / pcd["filename"]).read_bytes()
+    (bad / pcd["filename"]).write_bytes(data[:-6])  # not a whole number of points
+    out = tmp_path / "p"
+    r = _mine(bad, out, tiny_clip_files)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary-r00.json").read_text())
+    assert summary["corrupt_images"] >= 1 and summary["corrupt_points"] == 1, summary
+    assert summary["proxies"] > 20
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_with_torchrun(world, mined, tiny_clip_files, tmp_path):
+    out = tmp_path / "ranks"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "clip2_core", "mine", "--dataroot", str(world), "--version", VERSION,
+           "--detections", str(world / VERSION / "detections_2d.json"), "--clip-model", tiny_clip_files.name,
+           "--clip-weights", str(tiny_clip_files.weights_file), "--clip-config", str(tiny_clip_files.config_file),
+           "--out", str(out), "--no-progress", "--shard-size", "40"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list(out.glob("shard-r00-*.tar")) and list(out.glob("shard-r01-*.tar"))
+    s0 = json.loads((out / "summary-r00.json").read_text())
+    s1 = json.loads((out / "summary-r01.json").read_text())
+    assert set(s0["scenes"]).isdisjoint(s1["scenes"])
+    assert _fingerprint(out) == _fingerprint(mined[0])
