@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="a trained clip2 checkpoint instead")
     ap.add_argument("--clip-model", default="", help="with --checkpoint: CLIP architecture ('' = the checkpoint's)")
     ap.add_argument("--clip-weights", default="", help="with --checkpoint: CLIP weights ('' = the checkpoint's)")
+    ap.add_argument("--clip-config", default="", help="with --checkpoint: extra open_clip architecture JSON")
+    ap.add_argument("--title", default=None, help="PNG title (default: says which model drew it)")
     ap.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"])
     ap.add_argument("--camera", action="store_true", help="add a synthetic front camera (ensemble on)")
     ap.add_argument("--png", type=Path, default=None, help="write a BEV PNG of the last frame's MarkerArray")
@@ -100,8 +102,8 @@ def main() -> int:
     from clip2_ros.node import LidarOpenVocabNode, sensor_qos
 
     tmp = Path(tempfile.mkdtemp(prefix="clip2_bench_ros_"))
-    model = {"model.checkpoint": args.checkpoint, "clip.model": args.clip_model, "clip.weights": args.clip_weights} \
-        if args.checkpoint else _random_model(tmp, args.encoder)
+    model = {"model.checkpoint": args.checkpoint, "clip.model": args.clip_model, "clip.weights": args.clip_weights,
+             "clip.model_config_file": args.clip_config} if args.checkpoint else _random_model(tmp, args.encoder)
     model["model.backend"] = args.backend
     K = np.array([[400.0, 0, 320], [0, 400.0, 180], [0, 0, 1]])
     T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)  # x forward -> optical
@@ -187,6 +189,10 @@ def main() -> int:
             direct.append(t_direct)
 
     last = scenes[-1]
+    last_key = round(1000.0 + len(scenes) - 1, 6)
+    deadline = time.monotonic() + 10  # markers and points come on their own topics, maybe after the JSON
+    while time.monotonic() < deadline and (last_key not in markers or last_key not in clouds):
+        time.sleep(0.01)
     with lock:
         last_doc = got[round(1000.0 + len(scenes) - 1, 6)][1]
         last_markers = markers.get(round(1000.0 + len(scenes) - 1, 6))
@@ -209,8 +215,8 @@ def main() -> int:
         from clip2_core.viz import save_bev_png
 
         boxes, labels, scores = markers_to_boxes(last_markers)
-        title = "lidar_openvocab_node: ~/detections/markers (boxes, colour per label), ~/detections/points; GT dashed"
-        if not args.checkpoint:
+        title = args.title or "lidar_openvocab_node: ~/detections/markers (boxes, colour per label), GT dashed"
+        if not args.checkpoint and args.title is None:
             title += "\n(random-weight encoder: labels are placeholders)"
         pts, cl = last.points[:, :3], np.full(last.points.shape[0], -1)
         if last_cloud is not None and last_cloud.shape[0]:  # ~/detections/points: colour by cluster
