@@ -117,6 +117,7 @@ class LidarOpenVocabNode(Node):
             "malformed_cloud": 0,
             "empty_cloud": 0,
             "nonfinite_points": 0,
+            "out_of_range_points": 0,
             "camera_skipped": 0,
             "inference_error": 0,
             "lidar_only_fallback": 0,
@@ -127,6 +128,8 @@ class LidarOpenVocabNode(Node):
         self._declared: List[str] = []
         self.params = self._declare_and_validate()
         self._throttle_s = self.params.warn_throttle_s
+        max_range = float(self.params.pipeline["segmentation"].get("cluster", {}).get("max_range", 80.0))
+        self._max_keep_range = max(2.0 * max_range, max_range + 50.0)  # [m] farther points are dropped
 
         self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
         self.get_logger().info(
@@ -266,9 +269,9 @@ class LidarOpenVocabNode(Node):
         with self._stats_lock:
             self.stats[key] = self.stats.get(key, 0) + n
 
-    def _warn(self, kind: str, message: str) -> None:
-        """At most one warning of each kind per ``warn_throttle_s``; counts every occurrence."""
-        self._count(kind)
+    def _warn(self, kind: str, message: str, count: int = 1) -> None:
+        """At most one warning of each kind per ``warn_throttle_s``; ``stats[kind] += count`` every time."""
+        self._count(kind, count)
         now = time.monotonic()
         last = self._last_warn.get(kind)
         if last is None or now - last >= self._throttle_s:
@@ -370,6 +373,15 @@ class LidarOpenVocabNode(Node):
         if not finite.all():
             self._count("nonfinite_points", int((~finite).sum()))
             points = points[finite]
+        # Returns far beyond the clustering range cannot change any detection (the ground window
+        # is a few metres) but would blow up the ground grid: drop them.
+        with np.errstate(over="ignore", invalid="ignore"):
+            near = np.hypot(points[:, 0], points[:, 1]) <= self._max_keep_range
+            near &= np.abs(points[:, 2]) <= self._max_keep_range
+        if not near.all():
+            n_far = int((~near).sum())
+            self._warn("out_of_range_points", f"{n_far} points beyond {self._max_keep_range:.0f} m dropped", n_far)
+            points = points[near]
         inten = self.params.intensity_field
         cols = [0, 1, 2] + ([names.index(inten)] if inten and inten in names else [])
         frame = Frame(
