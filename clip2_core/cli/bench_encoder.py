@@ -5,9 +5,10 @@ Registered on ``clip2 bench`` by :func:`add_encoder_bench` (called from ``clip2_
 Protocol: the default encoder with random weights (speed does not depend on the values) and
 BatchNorm folded, the identical graph run by both backends; for each point count P the model's
 ``num_points`` is set to P. Both backends get the same thread count (``torch.set_num_threads`` and
-ORT ``intra_op_num_threads``). All PyTorch timings are taken first, then all ONNX Runtime timings,
-so the two thread pools never spin against each other. Each number is the median over
-``--repeats`` samples of clusters/s; a sample runs ``max(1, 64 // B)`` batches.
+ORT ``intra_op_num_threads``). For each (P, B) PyTorch and ONNX Runtime are measured back to back
+with an idle pause between, so both see the same machine conditions while their thread pools
+never run at the same time. Each number is the median over ``--repeats`` samples of clusters/s;
+a sample runs ``max(1, 64 // B)`` batches.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZES = (1, 8, 32, 64, 128)
 POINT_COUNTS = (256, 512)
 HEADLINE = (64, 256)  # (batch, points) of the top-level torch_cps / ort_cps / ratio
+PAUSE_S = 0.3  # idle gap between the two backends' measurements
 
 
 def add_encoder_bench(bench_subparsers: argparse._SubParsersAction) -> None:
@@ -89,16 +91,6 @@ def run_encoder_bench(model_name: str, threads: int, repeats: int = 7, batch_siz
             flops[p] = int(model.flops_per_cluster())
             fused = inference_copy(model)
             batches = {b: random_batch(b, cfg, seed=b) for b in batch_sizes}
-            torch_cps = {}
-            for b in batch_sizes:
-                xt = torch.from_numpy(batches[b])
-
-                def f_torch(xt=xt):
-                    with torch.inference_mode():
-                        fused(xt)
-
-                torch_cps[b] = _median_cps(f_torch, b, repeats, timer)
-                log.info("torch P=%d B=%d: %.0f clusters/s", p, b, torch_cps[b])
             onnx_path = export_onnx(model, cfg, Path(tmp) / f"enc{p}.onnx")
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
@@ -106,10 +98,19 @@ def run_encoder_bench(model_name: str, threads: int, repeats: int = 7, batch_siz
             sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
             for b in batch_sizes:
                 xb = batches[b]
+                xt = torch.from_numpy(xb)
+
+                def f_torch(xt=xt):
+                    with torch.inference_mode():
+                        fused(xt)
+
+                torch_cps = _median_cps(f_torch, b, repeats, timer)
+                time.sleep(PAUSE_S)  # let the torch/OpenMP workers go idle before ORT's pool starts
                 ort_cps = _median_cps(lambda xb=xb: sess.run([OUTPUT_NAME], {INPUT_NAME: xb}), b, repeats, timer)
-                log.info("onnxruntime P=%d B=%d: %.0f clusters/s", p, b, ort_cps)
-                rows.append({"points": p, "batch": b, "torch_cps": round(torch_cps[b], 1),
-                             "ort_cps": round(ort_cps, 1), "ratio": round(ort_cps / torch_cps[b], 3)})
+                time.sleep(PAUSE_S)
+                log.info("P=%d B=%d: torch %.0f, onnxruntime %.0f clusters/s", p, b, torch_cps, ort_cps)
+                rows.append({"points": p, "batch": b, "torch_cps": round(torch_cps, 1),
+                             "ort_cps": round(ort_cps, 1), "ratio": round(ort_cps / torch_cps, 3)})
             del sess
     head = next((r for r in rows if (r["batch"], r["points"]) == HEADLINE), rows[0])
     return {
