@@ -4,7 +4,6 @@ The environment is set before rclpy initialises: ROS_AUTOMATIC_DISCOVERY_RANGE=L
 ROS_DOMAIN_ID derived from the pid, so parallel sessions on one machine do not hear each other.
 """
 import os
-import threading
 import time
 
 import pytest
@@ -43,42 +42,10 @@ def _wait_for(predicate, timeout: float = 20.0, interval: float = 0.02, on_tick=
     return bool(predicate())
 
 
-class Spinner:
-    """A MultiThreadedExecutor spinning the given nodes in a background thread."""
-
-    def __init__(self, context, *nodes, threads: int = 4):
-        from rclpy.executors import MultiThreadedExecutor
-
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=context)
-        for n in nodes:
-            self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.executor.shutdown(timeout_sec=5.0)
-        self.thread.join(timeout=5.0)
-
-
 @pytest.fixture
 def wait_for():
     """The polling helper: ``wait_for(predicate, timeout=20, on_tick=None) -> bool``."""
     return _wait_for
-
-
-@pytest.fixture
-def spin(ros_context):
-    """``spin(*nodes)`` starts an executor thread for the nodes; all are stopped at teardown."""
-    started = []
-
-    def start(*nodes, threads: int = 4):
-        s = Spinner(ros_context, *nodes, threads=threads)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 # ---------------------------------------------------------------------------------------------- model
