@@ -141,7 +141,6 @@ class LidarOpenVocabNode(Node):
         self._vocab_thread = threading.Thread(target=self._vocab_worker, name="clip2-vocabulary", daemon=True)
         self._vocab_thread.start()
         self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
 
         self._tf_buffer = None
         if self.params.use_tf and self.params.cameras:
@@ -220,25 +219,25 @@ class LidarOpenVocabNode(Node):
         return P.node_params(nested)
 
     def _check_parameters(self, parameters) -> SetParametersResult:
+        """Validate run-time changes; a valid vocabulary / templates change queues a text-bank rebuild.
+
+        (Queued from here rather than from a post-set callback, which older rclpy lacks; this is
+        the node's only set-parameters callback, so an accepted change is applied.)
+        """
+        new = {p.name: p.value for p in parameters if p.name in P.DYNAMIC_PARAMETERS}
+        if not new:
+            return SetParametersResult(successful=True)
         try:
-            for p in parameters:
-                if p.name == "vocabulary":
-                    P.validate_vocabulary(p.value)
-                elif p.name == "clip.templates":
-                    P.validate_templates(p.value)
+            vocab = P.validate_vocabulary(new.get("vocabulary", self.get_parameter("vocabulary").value))
+            templates = P.validate_templates(new.get("clip.templates", self.get_parameter("clip.templates").value))
         except P.ParameterError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        if templates is None:  # [""]: back to the built-in prompt ensemble
+            from clip2_core.vlm import DEFAULT_TEMPLATES
+
+            templates = list(DEFAULT_TEMPLATES)
+        self._vocab_requests.put((vocab, templates))
         return SetParametersResult(successful=True)
-
-    def _apply_parameters(self, parameters) -> None:
-        if any(p.name in P.DYNAMIC_PARAMETERS for p in parameters):
-            vocab = P.validate_vocabulary(self.get_parameter("vocabulary").value)
-            templates = P.validate_templates(self.get_parameter("clip.templates").value)
-            if templates is None:  # [""]: back to the built-in prompt ensemble
-                from clip2_core.vlm import DEFAULT_TEMPLATES
-
-                templates = list(DEFAULT_TEMPLATES)
-            self._vocab_requests.put((vocab, templates))
 
     def _vocab_worker(self) -> None:
         while True:
