@@ -47,7 +47,7 @@ class ClipConfig:
     model: Optional[str] = None  # open_clip architecture or local-dir:PATH; None: the checkpoint's
     weights: Optional[str] = None  # pretrained tag or weights file; None: the checkpoint's
     model_config_file: Optional[str] = None  # extra open_clip architecture JSON to register
-    templates: Optional[List[str]] = None  # prompt templates; None: clip2_core.vlm.DEFAULT_TEMPLATES
+    templates: Optional[List[str]] = None  # prompt templates; None: the encoder's training templates, else vlm.DEFAULT_TEMPLATES
     cache_dir: Optional[str] = None  # text-bank cache folder
 
 
@@ -143,7 +143,9 @@ class Pipeline:
         source = config.model.onnx or config.model.checkpoint
         self.embedder = embedder or create_embedder(source, backend=config.model.backend, num_threads=config.model.num_threads)
         log.info("point encoder %s on %s", getattr(self.embedder.config, "name", "?"), self.embedder.name)
-        trained_clip = self._trained_clip_identity()
+        trained = self._trained_meta()
+        trained_clip = trained.get("clip")
+        self._trained_templates = (trained.get("extra") or {}).get("templates")
         if clip is None:
             model = config.clip.model or (trained_clip or {}).get("model")
             weights = config.clip.weights if config.clip.weights is not None else (trained_clip or {}).get("pretrained")
@@ -161,23 +163,25 @@ class Pipeline:
         self._lock = threading.Lock()  # serialises text-bank builds, not frames
         self._vocab = self._build_vocabulary(config.vocabulary, config.clip.templates)
 
-    def _trained_clip_identity(self) -> Optional[Dict[str, Any]]:
+    def _trained_meta(self) -> Dict[str, Any]:
+        """What the encoder records about its training: ``clip`` identity, ``extra.templates``."""
         from clip2_core.checkpoint import read_checkpoint_config
         from clip2_core.runtime.export import read_onnx_metadata
 
         try:
             if self.config.model.onnx:
-                return read_onnx_metadata(self.config.model.onnx).get("clip")
-            return read_checkpoint_config(self.config.model.checkpoint).get("clip")
+                return read_onnx_metadata(self.config.model.onnx)
+            return read_checkpoint_config(self.config.model.checkpoint)
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("could not read the encoder's CLIP identity: %s", exc)
-            return None
+            log.warning("could not read the encoder's training metadata: %s", exc)
+            return {}
 
     def _build_vocabulary(self, vocabulary: Sequence[str], templates: Optional[Sequence[str]]) -> _Vocabulary:
         from clip2_core.vlm import DEFAULT_TEMPLATES, build_text_bank
         from clip2_core.zeroshot import ZeroShotClassifier
 
-        bank = build_text_bank(self.clip, list(vocabulary), tuple(templates or DEFAULT_TEMPLATES), self.config.clip.cache_dir)
+        templates = templates or self._trained_templates or DEFAULT_TEMPLATES
+        bank = build_text_bank(self.clip, list(vocabulary), tuple(templates), self.config.clip.cache_dir)
         clf = ZeroShotClassifier(
             bank,
             unknown_threshold=self.config.unknown_threshold,

@@ -30,11 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--vocab", default="nuscenes10", help="nuscenes10, or a file (JSON list/object or one name per line)")
     r.add_argument("--class-map", default="long_tail", help="nuScenes category -> label map: detection, long_tail, or a JSON file")
     r.add_argument("--min-points", type=int, default=5, help="smallest GT crop evaluated")
+    r.add_argument("--keep-ground", action="store_true",
+                   help="crop every point in the box (default: minus the ground filter's points, as the pipeline sees it)")
     r.add_argument("--ensemble", action="store_true", help="also report the point + image ensemble")
     r.add_argument("--ensemble-weight", type=float, default=0.5, help="image share of the fused logits")
     r.add_argument("--clip-model", default=None, help="override the CLIP recorded in the checkpoint")
     r.add_argument("--clip-weights", default=None, help="override the CLIP weights recorded in the checkpoint")
     r.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
+    r.add_argument("--templates", nargs="*", default=None,
+                   help="prompt templates with {} (default: those the encoder was trained with, else the built-in ensemble)")
     r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many keyframes")
     r.add_argument("--out", type=Path, required=True, help="report folder")
     r.add_argument("--no-progress", action="store_true")
@@ -51,7 +55,9 @@ def run_recognition(args: argparse.Namespace) -> int:
 
     source = args.onnx or args.checkpoint
     embedder = create_embedder(source, backend=args.backend)
-    trained = (read_onnx_metadata(args.onnx) if args.onnx else read_checkpoint_config(args.checkpoint)).get("clip") or {}
+    meta = read_onnx_metadata(args.onnx) if args.onnx else read_checkpoint_config(args.checkpoint)
+    trained = meta.get("clip") or {}
+    templates = args.templates or (meta.get("extra") or {}).get("templates")
     model = args.clip_model or trained.get("model")
     weights = args.clip_weights if args.clip_weights is not None else trained.get("pretrained")
     if model is None:
@@ -66,8 +72,8 @@ def run_recognition(args: argparse.Namespace) -> int:
     tokens = reader.sample_tokens[: args.max_samples] if args.max_samples else reader.sample_tokens
     frames = (reader.frame(t) for t in tokens)
     report = evaluate_recognition(frames, embedder, clip, vocab, min_points=args.min_points,
-                                  ensemble_weight=args.ensemble_weight if args.ensemble else None,
-                                  progress=not args.no_progress)
+                                  ensemble_weight=args.ensemble_weight if args.ensemble else None, templates=templates,
+                                  progress=not args.no_progress, remove_ground_points=not args.keep_ground)
     report.meta.update({"dataroot": args.dataroot.name, "version": args.version, "split": args.split, "samples": len(tokens),
                         "source": str(source)})
     paths = write_report(report, args.out, title=f"Recognition: {args.version} {args.split}")

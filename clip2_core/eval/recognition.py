@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -130,11 +130,19 @@ def evaluate_recognition(
     cache_dir: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
+    remove_ground_points: bool = True,
 ) -> RecognitionReport:
-    """Run the protocol over ``frames`` (with ``gt_boxes``; cameras with images for the ensemble)."""
+    """Run the protocol over ``frames`` (with ``gt_boxes``; cameras with images for the ensemble).
+
+    With ``remove_ground_points`` (default) the crop is the box's points minus those the
+    pipeline's ground filter removes, i.e. what the online pipeline would see of the object;
+    ``min_points`` counts the remaining points. Off: every point inside the box (the road patch
+    under the object included).
+    """
     from tqdm import tqdm
 
-    from clip2_core.datasets.nuscenes import gt_object_crops
+    from clip2_core.datasets.nuscenes import GTCrop, box_point_masks, gt_object_crops
+    from clip2_core.segmentation import remove_ground
     from clip2_core.training.data import encoder_input
     from clip2_core.vlm import DEFAULT_TEMPLATES, build_text_bank
     from clip2_core.zeroshot import ZeroShotClassifier
@@ -150,7 +158,13 @@ def evaluate_recognition(
     y_ens: List[int] = []
     n_images = 0
     for frame in tqdm(frames, desc="eval recognition", unit="frame", disable=not progress):
-        crops = [c for c in gt_object_crops(frame, min_points=min_points) if c.label in index]
+        if remove_ground_points and frame.gt_boxes:
+            keep = ~remove_ground(frame.points)
+            masks = box_point_masks(frame) & keep[:, None]
+            crops = [GTCrop(frame.points[masks[:, j]], str(b.label), b) for j, b in enumerate(frame.gt_boxes)
+                     if b.label in index and int(masks[:, j].sum()) >= min_points]
+        else:
+            crops = [c for c in gt_object_crops(frame, min_points=min_points) if c.label in index]
         if not crops:
             continue
         batch = np.stack([encoder_input(c.points, norm, np.random.default_rng([seed, len(y_true) + i]))
@@ -180,6 +194,7 @@ def evaluate_recognition(
         point=confusion_metrics(np.array(y_true), np.array(y_point), len(classes)),
         ensemble=confusion_metrics(np.array(y_true), np.array(y_ens), len(classes)) if ensemble_weight is not None else None,
         meta={"objects": len(y_true), "min_points": min_points, "ensemble_weight": ensemble_weight,
+              "ground_removed": remove_ground_points,
               "objects_with_image_crop": n_images, "clip": clip.identity, "backend": getattr(embedder, "name", "?"),
               "encoder": getattr(embedder.config, "name", "?")},
     )
