@@ -432,12 +432,14 @@ class LidarOpenVocabNode(Node):
             used = {d.label for d in detections} - {"unknown"}
             if not used <= set(vocab):
                 vocab = vocab_before
-        self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
+        # messages are built only for topics someone listens to (rviz, a recorder, a consumer)
+        if self.pub_markers.get_subscription_count() > 0:
+            self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
         if self.params.publish_points and segmentation is not None and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(
                 labelled_cloud(frame.points, segmentation.labels, detections, vocab, frame.frame_id, stamp)
             )
-        if self.pub_vision is not None:
+        if self.pub_vision is not None and self.pub_vision.get_subscription_count() > 0:
             self.pub_vision.publish(detections_to_vision_msgs(detections, frame.frame_id, stamp))
         timings["publish"] = (time.perf_counter() - t_pub) * 1e3
         total = (time.perf_counter() - t0) * 1e3

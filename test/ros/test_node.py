@@ -175,6 +175,11 @@ def running(ros_context, node_model):
     ex.add_node(tester)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
+    # outputs are built only for subscribed topics: let discovery match the probe first
+    pubs = (node.pub_markers, node.pub_points, node.pub_json)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(p.get_subscription_count() > 0 for p in pubs):
+        time.sleep(0.02)
     yield node, tester, vocab
     ex.shutdown(timeout_sec=5.0)
     th.join(timeout=5.0)
