@@ -241,14 +241,15 @@ class LidarOpenVocabNode(Node):
 
     def _vocab_worker(self) -> None:
         while True:
-            req = self._vocab_requests.get()
+            reqs = [self._vocab_requests.get()]
             while True:  # only the newest request matters
                 try:
-                    req = self._vocab_requests.get_nowait()
+                    reqs.append(self._vocab_requests.get_nowait())
                 except queue.Empty:
                     break
-            if req is None:
+            if any(r is None for r in reqs):  # shutting down
                 return
+            req = reqs[-1]
             vocab, templates = req
             t0 = time.perf_counter()
             try:
