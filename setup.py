@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "clip2 = clip2_core.cli:main",
+            "lidar_openvocab_node = clip2_ros.node:main",
         ],
     },
 )
