@@ -37,28 +37,48 @@ class TinyClipFiles:
     local_dir: Path  # open_clip_config.json + open_clip_model.safetensors
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFiles:
+def build_tiny_clip(root: Path, name: str, cfg: dict, seed: int = 123) -> TinyClipFiles:
+    """Register a tiny open_clip architecture, initialise it randomly and save it both as a
+    weights file and as a ``local-dir:`` folder."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
-    root = tmp_path_factory.mktemp("tiny_clip")
-    cfg_file = root / f"{TINY_CLIP_NAME}.json"
-    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
+    root.mkdir(parents=True, exist_ok=True)
+    cfg_file = root / f"{name}.json"
+    cfg_file.write_text(json.dumps(cfg))
     open_clip.add_model_config(cfg_file)
-    torch.manual_seed(123)
-    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    weights = root / "tiny_clip.safetensors"
+    weights = root / f"{name}.safetensors"
     save_file(state, str(weights))
     local = root / "local_dir"
-    local.mkdir()
-    (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
+    local.mkdir(exist_ok=True)
+    (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
     save_file(state, str(local / "open_clip_model.safetensors"))
-    return TinyClipFiles(TINY_CLIP_NAME, cfg_file, weights, local)
+    return TinyClipFiles(name, cfg_file, weights, local)
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFiles:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), TINY_CLIP_NAME, TINY_CLIP_CFG)
+
+
+# A random text tower this narrow maps all class names to nearly one direction (cosine 0.95-1.0
+# between "car" and "bus"); 128 wide x 2 layers with the bare "{}" template gives 0.64 mean / 0.82
+# max, like real CLIP. Tests that need distinct class targets use this one.
+WIDE_TEXT_CLIP_NAME = "clip2-test-widetext"
+WIDE_TEXT_CLIP_CFG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def wide_text_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFiles:
+    return build_tiny_clip(tmp_path_factory.mktemp("wide_clip"), WIDE_TEXT_CLIP_NAME, WIDE_TEXT_CLIP_CFG, seed=1)
 
 
 def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:

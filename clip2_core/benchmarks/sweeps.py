@@ -8,7 +8,7 @@ sweep and its ground-truth object boxes, deterministic for a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 

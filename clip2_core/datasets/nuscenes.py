@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from clip2_core.geometry import invert_transform, make_transform
 from clip2_core.types import Box3D, CameraView, Frame, boxes_to_array
 
 log = logging.getLogger(__name__)
@@ -106,17 +107,7 @@ def _pose_matrix(record: Mapping) -> np.ndarray:
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = np.asarray(record["translation"], dtype=np.float64)
-    return T
-
-
-def _inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
+    return make_transform(R, record["translation"])
 
 
 def split_scene_names(nusc, split: str, dataroot: Union[str, Path, None] = None, version: Optional[str] = None) -> List[str]:
@@ -245,7 +236,7 @@ class NuScenesReader:
         lidar_tok = sample["data"]["LIDAR_TOP"]
         lidar_sd = nusc.get("sample_data", lidar_tok)
         T_lidar_glob = self.sensor_to_global(lidar_tok)
-        T_glob_lidar = _inv(T_lidar_glob)
+        T_glob_lidar = invert_transform(T_lidar_glob)
         points = self.load_points(lidar_tok)
         fields = ("x", "y", "z", "intensity", "ring")
         if self.nsweeps > 1:
@@ -280,7 +271,7 @@ class NuScenesReader:
                     image = np.asarray(im.convert("RGB"))
             cameras[ch] = CameraView(
                 name=ch, K=np.asarray(cs["camera_intrinsic"], dtype=np.float64),
-                T_lidar_to_cam=_inv(T_cam_glob) @ T_lidar_glob, size_wh=(sd["width"], sd["height"]), image=image,
+                T_lidar_to_cam=invert_transform(T_cam_glob) @ T_lidar_glob, size_wh=(sd["width"], sd["height"]), image=image,
                 stamp=sd["timestamp"] * 1e-6, image_path=str(path), token=sd["token"],
             )
         return Frame(

@@ -213,7 +213,8 @@ def test_lazy_images(root, reader):
 def test_pose_matrix_matches_pyquaternion_for_tilted_poses():
     from pyquaternion import Quaternion
 
-    from clip2_core.datasets.nuscenes import _inv, _pose_matrix
+    from clip2_core.datasets.nuscenes import _pose_matrix
+    from clip2_core.geometry import invert_transform
 
     rng = np.random.default_rng(3)
     for _ in range(10):
@@ -222,4 +223,4 @@ def test_pose_matrix_matches_pyquaternion_for_tilted_poses():
         T = _pose_matrix(rec)
         assert np.allclose(T[:3, :3], q.rotation_matrix, atol=1e-12)
         assert np.allclose(T[:3, 3], rec["translation"])
-        assert np.allclose(_inv(T) @ T, np.eye(4), atol=1e-12)
+        assert np.allclose(invert_transform(T) @ T, np.eye(4), atol=1e-12)
