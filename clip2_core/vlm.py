@@ -148,9 +148,12 @@ def resolve_weights(cfg: VLMConfig) -> ResolvedWeights:
         repo = cfg.model[len("hf-hub:"):]
         conf = _cached_hub_file(repo, ["open_clip_config.json"], cfg.cache_dir)
         weights = _cached_hub_file(repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"], cfg.cache_dir)
-        if (conf is None or weights is None) and (_hub_offline() or not cfg.allow_download):
+        if conf is not None and weights is not None and Path(conf).parent == Path(weights).parent:
+            # load the cached snapshot as a local dir: same files, and open_clip never asks the hub
+            return ResolvedWeights(f"local-dir:{Path(conf).parent}", None, f"hf-hub:{repo}@{Path(conf).parent.name}")
+        if _hub_offline() or not cfg.allow_download:
             raise WeightsUnavailableError(f"{cfg.model} is not in the local hub cache. " + _how_to_provide(cfg.model, "..."))
-        return ResolvedWeights(cfg.model, None, f"hf-hub:{repo}")
+        return ResolvedWeights(cfg.model, None, f"hf-hub:{repo}")  # open_clip downloads it
 
     arch = cfg.model.replace("/", "-")
     if arch not in open_clip.list_models():

@@ -176,3 +176,25 @@ def test_tag_found_in_local_hub_cache(tiny_clip_files, tiny_clip, tmp_path, monk
                                 model_config_file=str(tiny_clip_files.config_file)))
     assert clip.weights_id == f"tag:{tiny_clip_files.name}/cachedtag"
     np.testing.assert_allclose(clip.encode_text(["a van"]), tiny_clip.encode_text(["a van"]), atol=1e-6)
+
+
+def test_hf_hub_model_from_local_cache(tiny_clip_files, tiny_clip, tmp_path, monkeypatch):
+    """An hf-hub: model whose config and weights are in the hub cache loads without the network."""
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hub" / "models--clip2-test--tiny-hub"
+    rev = "89abcdef0123456789abcdef0123456789abcdef"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True)
+    shutil.copy(tiny_clip_files.local_dir / "open_clip_config.json", snap / "open_clip_config.json")
+    shutil.copy(tiny_clip_files.weights_file, snap / "open_clip_model.safetensors")
+    clip = FrozenCLIP(VLMConfig(model="hf-hub:clip2-test/tiny-hub", cache_dir=str(tmp_path / "hub")))
+    assert clip.weights_id == f"hf-hub:clip2-test/tiny-hub@{rev}"  # the snapshot revision is part of the identity
+    np.testing.assert_allclose(clip.encode_text(["a van"]), tiny_clip.encode_text(["a van"]), atol=1e-6)
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match="not in the local hub cache"):
+        FrozenCLIP(VLMConfig(model="hf-hub:clip2-test/absent", cache_dir=str(tmp_path / "hub")))
+    assert time.perf_counter() - t0 < 1.0
