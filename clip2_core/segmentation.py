@@ -47,6 +47,7 @@ class GroundConfig:
     cell_size: float = 0.5  # BEV grid cell side
     window: float = 6.0  # side of the opening window; larger than the widest object to keep
     height_threshold: float = 0.25  # points lower than this above the ground estimate are ground
+    max_range: float = 150.0  # points further (|x| or |y|) are not gridded: no ground estimate, never clustered
 
 
 @dataclass
@@ -115,6 +116,8 @@ def ground_height(points: np.ndarray, config: GroundConfig = GroundConfig()) -> 
     n = pts.shape[0]
     out = np.full(n, np.nan)
     ok = _finite_rows(pts) if n else np.zeros(0, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        ok &= (np.abs(pts[:, 0]) <= config.max_range) & (np.abs(pts[:, 1]) <= config.max_range)
     if not ok.any():
         return out
     xyz = pts[ok, :3].astype(np.float64)

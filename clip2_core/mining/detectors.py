@@ -169,8 +169,6 @@ class OwlDetector:
         prompt: str = "a photo of a {}",
         device: str = "cpu",
     ):
-        import torch
-
         if not queries:
             raise ValueError("OwlDetector needs at least one query")
         self.queries = list(queries)
@@ -186,7 +184,6 @@ class OwlDetector:
         tok = open_clip.tokenize([prompt.format(q) for q in self.queries], context_length=ctx)
         self.input_ids = tok.to(device)
         self.attention_mask = (tok != 0).long().to(device)
-        torch.set_grad_enabled(False)
 
     @staticmethod
     def _load(model):
@@ -216,7 +213,8 @@ class OwlDetector:
         if camera.image is None:
             return []
         pixels, scale = pad_resize_normalise(camera.image, self.image_size)
-        out = self.model(input_ids=self.input_ids, pixel_values=pixels.to(self.device), attention_mask=self.attention_mask)
+        with torch.no_grad():
+            out = self.model(input_ids=self.input_ids, pixel_values=pixels.to(self.device), attention_mask=self.attention_mask)
         probs = torch.sigmoid(out.logits[0])  # (P, Q)
         score, cls = probs.max(dim=1)
         keep = score >= self.score_threshold

@@ -98,6 +98,9 @@ def test_owl_detector_real_code_path_random_weights(tiny_owl):
         assert p.label in det.queries and 0.0 <= p.score <= 1.0
         assert 0 <= p.box[0] < p.box[2] <= 64 and 0 <= p.box[1] < p.box[3] <= 48
     assert det.detect(_cam(image=None)) == []
+    import torch
+
+    assert torch.is_grad_enabled()  # inference must not switch gradients off for the process
 
 
 def test_owl_missing_weights_fail_fast(tmp_path):

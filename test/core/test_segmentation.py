@@ -118,8 +118,9 @@ def test_segmenter_separates_objects_and_fits_boxes():
         np.array([[3.0, 1.0, 0.0, 0.0]], np.float32),
         np.zeros((100, 4), np.float32),  # all at the origin
         _plane(3000).astype(np.float32),  # all ground
+        np.array([[1e18, 0, 0, 0], [3e4, -2e4, 1, 0], [5, 5, -1.8, 0]], np.float32),  # absurd ranges
     ],
-    ids=["empty", "all-nan", "mixed-nonfinite", "single", "origin", "all-ground"],
+    ids=["empty", "all-nan", "mixed-nonfinite", "single", "origin", "all-ground", "far"],
 )
 def test_segmenter_bad_input_is_sane(points):
     res = Segmenter().segment(points)
