@@ -88,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = MineConfig(frustum=FrustumConfig(rule=args.rule), min_score=args.min_score, save_jpeg=args.save_jpeg,
                      shard_size=args.shard_size, label_map=load_label_map(args.label_map))
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.resume and any(args.out.glob(f"shard-r{rank:02d}-*.tar*")):  # this rank's own: ranks start at different times
+        raise ValueError(f"{args.out} already holds shards: pass --resume to continue, or choose a new --out")
     writer = ShardWriter(args.out, rank=rank, shard_size=args.shard_size, save_jpeg=args.save_jpeg)
     done = finished_samples(args.out) if args.resume else set()
-    if not args.resume and any(args.out.glob("shard-*.tar")):
-        raise ValueError(f"{args.out} already holds shards: pass --resume to continue, or choose a new --out")
     stats = MineStats()
     bar = tqdm(tokens, desc=f"mine r{rank}", unit="sample", disable=args.no_progress)
     try:
