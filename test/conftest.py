@@ -83,27 +83,9 @@ def wide_text_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFi
 
 def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:
     """Proxy shards from synthetic sweeps: the points inside each visible GT box, labelled by class."""
-    from clip2_core.benchmarks.sweeps import make_sweep
-    from clip2_core.geometry import points_in_boxes
-    from clip2_core.mining.shards import ShardWriter, write_index
-    from clip2_core.types import Proxy
+    from clip2_core.benchmarks.sweeps import write_sweep_proxies
 
-    rng = np.random.default_rng(rng_seed)
-    w = ShardWriter(out, shard_size=64)
-    for s in seeds:
-        scene = make_sweep(seed=s)
-        inside = points_in_boxes(scene.points, scene.boxes)
-        proxies = []
-        for j, name in enumerate(scene.names):
-            pts = scene.points[inside[:, j]]
-            pts = pts[pts[:, 2] > scene.boxes[j, 2] - scene.boxes[j, 5] / 2 + 0.1]  # drop ground hits
-            if len(pts) >= 10:
-                emb = rng.normal(size=emb_dim).astype(np.float32) if emb_dim else None
-                proxies.append(Proxy(text=name.replace("_", " "), points=pts, image_embedding=emb, provenance={"seed": s}))
-        w.write_sample(f"sweep{s}", proxies)
-    w.close()
-    write_index(out)
-    return out
+    return write_sweep_proxies(out, seeds, rng_seed=rng_seed, emb_dim=emb_dim)
 
 
 @pytest.fixture(scope="session")

@@ -114,3 +114,32 @@ def make_sweep(seed: int = 0, n_objects: int = 30, beams: int = 32, azimuth_step
     intensity = rng.uniform(0, 100, xyz.shape[0])
     pts = np.column_stack([xyz, intensity, ring[keep]]).astype(np.float32)
     return SweepScene(points=pts, boxes=obj, names=box_names)
+
+
+def write_sweep_proxies(out, seeds, rng_seed: int = 0, emb_dim: int = 0, min_points: int = 10):
+    """Proxy shards from synthetic sweeps: the non-ground points inside each GT box, labelled by its
+    class ("_" -> " "); with ``emb_dim`` a random stand-in image embedding per proxy (for timing and
+    for exercising the instance loss, not for learning). Returns the folder."""
+    from pathlib import Path
+
+    from clip2_core.geometry import points_in_boxes
+    from clip2_core.mining.shards import ShardWriter, write_index
+    from clip2_core.types import Proxy
+
+    out = Path(out)
+    rng = np.random.default_rng(rng_seed)
+    w = ShardWriter(out, shard_size=64)
+    for s in seeds:
+        scene = make_sweep(seed=s)
+        inside = points_in_boxes(scene.points, scene.boxes)
+        proxies = []
+        for j, name in enumerate(scene.names):
+            pts = scene.points[inside[:, j]]
+            pts = pts[pts[:, 2] > scene.boxes[j, 2] - scene.boxes[j, 5] / 2 + 0.1]  # drop ground hits
+            if len(pts) >= min_points:
+                emb = rng.normal(size=emb_dim).astype(np.float32) if emb_dim else None
+                proxies.append(Proxy(text=name.replace("_", " "), points=pts, image_embedding=emb, provenance={"seed": s}))
+        w.write_sample(f"sweep{s}", proxies)
+    w.close()
+    write_index(out)
+    return out
