@@ -173,7 +173,8 @@ def euclidean_clusters(points: np.ndarray, tolerance: float) -> np.ndarray:
     n_cubes = int(cube_id.max()) + 1
     # 2) links between different cubes from the exact radius pairs, reduced to unique cube pairs
     #    before the graph is built (the pair list is large in dense returns; the cube graph is not).
-    pairs = cKDTree(pts, leafsize=32).query_pairs(tolerance, output_type="ndarray")
+    # sliding-midpoint tree without compaction: builds and queries faster on LiDAR point layouts (measured)
+    pairs = cKDTree(pts, leafsize=32, balanced_tree=False, compact_nodes=False).query_pairs(tolerance, output_type="ndarray")
     a = cube_id[pairs[:, 0]]
     b = cube_id[pairs[:, 1]]
     if n_cubes <= 8192:  # dense bitmap dedupe: n^2 bytes, at most 64 MiB; self-links are harmless
