@@ -65,6 +65,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    _atomic_write_bytes(Path(path), data)
+
+
 def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
