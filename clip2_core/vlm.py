@@ -346,13 +346,13 @@ class TextBank:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write ``<path>.npy`` (embeddings) and ``<path>.json`` (metadata), atomically."""
-        from clip2_core.checkpoint import _atomic_write_bytes, atomic_write_json
+        from clip2_core.checkpoint import atomic_write_bytes, atomic_write_json
         import io
 
         base = Path(path)
         buf = io.BytesIO()
         np.save(buf, self.embeddings, allow_pickle=False)
-        _atomic_write_bytes(base.with_suffix(".npy"), buf.getvalue())
+        atomic_write_bytes(base.with_suffix(".npy"), buf.getvalue())
         atomic_write_json(base.with_suffix(".json"), {
             "classnames": self.classnames, "templates": list(self.templates), "model": self.model,
             "weights_id": self.weights_id, "key": self.key, "shape": list(self.embeddings.shape)})

@@ -113,19 +113,8 @@ class TrainedTinyModel:
 
 @pytest.fixture(scope="session")
 def trained_tiny_model(tiny_clip_files, tmp_path_factory) -> TrainedTinyModel:
-    from clip2_core.training.config import load_train_config
-    from clip2_core.training.trainer import train
+    from clip2_core.benchmarks.demo_model import train_sweep_model
 
-    root = tmp_path_factory.mktemp("trained_tiny")
-    train_dir = write_gt_proxies(root / "train", range(100, 112))
-    val_dir = write_gt_proxies(root / "val", range(200, 203))
-    cfg = load_train_config(None, [
-        f"data.train=[{train_dir}]", f"data.val=[{val_dir}]", "data.batch_size=32", "data.shuffle_buffer=256",
-        "model.name=pointnet2-tiny-v1", f"clip.model={tiny_clip_files.name}",
-        f"clip.weights={tiny_clip_files.weights_file}", f"clip.model_config_file={tiny_clip_files.config_file}",
-        "optim.steps=150", "optim.warmup_steps=10", "optim.lr=0.005", "loss.instance_weight=0.0",
-        "checkpoint.every=150", f"checkpoint.out={root / 'run'}", "log.every=50", "log.val_every=150",
-        "log.tensorboard=false",
-    ])
-    summary = train(cfg)
+    c = tiny_clip_files
+    summary = train_sweep_model(tmp_path_factory.mktemp("trained_tiny"), c.name, c.weights_file, c.config_file)
     return TrainedTinyModel(Path(summary["checkpoint"]), tiny_clip_files, summary["vocabulary"], summary)

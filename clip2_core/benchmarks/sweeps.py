@@ -7,7 +7,7 @@ sweep and its ground-truth object boxes, deterministic for a seed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
@@ -28,6 +28,7 @@ class SweepScene:
     points: np.ndarray  # (N, 5) float32 x, y, z, intensity, ring; LiDAR frame (x forward, y left, z up)
     boxes: np.ndarray  # (M, 7) float64 object boxes, LiDAR frame
     names: List[str]  # (M,) class names
+    walls: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))  # (W, 7) building blocks, LiDAR frame
 
 
 SENSOR_HEIGHT = 1.84
@@ -113,7 +114,7 @@ def make_sweep(seed: int = 0, n_objects: int = 30, beams: int = 32, azimuth_step
     xyz = d[keep] * t[:, None]
     intensity = rng.uniform(0, 100, xyz.shape[0])
     pts = np.column_stack([xyz, intensity, ring[keep]]).astype(np.float32)
-    return SweepScene(points=pts, boxes=obj, names=box_names)
+    return SweepScene(points=pts, boxes=obj, names=box_names, walls=walls)
 
 
 def write_sweep_proxies(out, seeds, rng_seed: int = 0, emb_dim: int = 0, min_points: int = 10):

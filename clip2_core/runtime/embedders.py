@@ -148,9 +148,9 @@ class TensorRTEmbedder:
                 log.warning("cached TensorRT engine %s failed to deserialize; rebuilding", self.engine_path)
         if engine is None:
             blob = self._build(trt, expected, workspace_bytes)
-            from clip2_core.checkpoint import _atomic_write_bytes
+            from clip2_core.checkpoint import atomic_write_bytes
 
-            _atomic_write_bytes(self.engine_path, blob)
+            atomic_write_bytes(self.engine_path, blob)
             engine_cache.write_meta(self.engine_path, expected)
             engine = runtime.deserialize_cuda_engine(blob)
             if engine is None:

@@ -68,7 +68,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from clip2_core.checkpoint import _atomic_write_bytes
+    from clip2_core.checkpoint import atomic_write_bytes
 
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
@@ -104,7 +104,7 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.checker.check_model(proto)
-    _atomic_write_bytes(out, proto.SerializeToString())
+    atomic_write_bytes(out, proto.SerializeToString())
     log.info("exported %s (%s, opset %d) to %s", config.name, type(model).__name__, opset, out)
     return out
 

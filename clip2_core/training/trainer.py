@@ -102,7 +102,7 @@ def save_train_state(path: Path, module, optimizer, step: int, epoch: int, batch
     import torch
     from safetensors.torch import save as st_save
 
-    from clip2_core.checkpoint import _atomic_write_bytes, atomic_write_json
+    from clip2_core.checkpoint import atomic_write_bytes, atomic_write_json
 
     tensors: Dict[str, Any] = {}
     for k, v in module.loss.state_dict().items():
@@ -113,7 +113,7 @@ def save_train_state(path: Path, module, optimizer, step: int, epoch: int, batch
             t = v if torch.is_tensor(v) else torch.tensor(v)
             tensors[f"opt/{pid}/{k}"] = t.detach().cpu().contiguous()
     tensors["rng/torch"] = torch.get_rng_state()
-    _atomic_write_bytes(path / STATE_TENSORS, st_save(tensors))
+    atomic_write_bytes(path / STATE_TENSORS, st_save(tensors))
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
     atomic_write_json(path / STATE_JSON, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                                           "best_val": best, "param_groups": groups})

@@ -10,7 +10,6 @@ from clip2_core.benchmarks.sweeps import make_sweep
 from clip2_core.geometry import points_in_boxes
 from clip2_core.segmentation import (
     ClusterConfig,
-    GroundConfig,
     SegmentationConfig,
     Segmenter,
     euclidean_clusters,

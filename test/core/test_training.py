@@ -1,6 +1,4 @@
 """Training: schedule, config parsing, a short CPU run, exact resume, bad data."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
