@@ -39,6 +39,8 @@ bench-setup: setup
 bench: bench-setup
 	mkdir -p $(OUT)/bench
 	$(PY) -m clip2_core bench clustering --json $(OUT)/bench/clustering.json
+	$(PY) -m clip2_core bench encoder --json $(OUT)/bench/encoder.json
+	$(PY) bench/training.py --json $(OUT)/bench/training.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache build *.egg-info
