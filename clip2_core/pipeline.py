@@ -119,6 +119,7 @@ class PipelineResult:
     segmentation: SegmentationResult  # ground mask, per-point cluster ids, clusters
     timings_ms: Dict[str, float]  # per stage and "total"
     image_used: List[bool] = field(default_factory=list)  # per detection: camera crop fused
+    vocabulary: List[str] = field(default_factory=list)  # the vocabulary this frame was labelled with
 
 
 class _Vocabulary:
@@ -219,7 +220,7 @@ class Pipeline:
         timings = {"ground": seg.timings_ms["ground"], "cluster": seg.timings_ms["cluster"] + seg.timings_ms["boxes"]}
         if not clusters:
             timings["total"] = (time.perf_counter() - t0) * 1e3
-            return PipelineResult([], seg, timings)
+            return PipelineResult([], seg, timings, [], list(vocab.names))
         norm = self.embedder.config.normalization
         crops = [frame.points[c.indices] for c in clusters]
         batch = normalize_clusters(crops, norm, seed=self.config.seed, boxes=[c.box.as_array() for c in clusters])
@@ -261,7 +262,7 @@ class Pipeline:
                 "total": (t5 - t0) * 1e3,
             }
         )
-        return PipelineResult(dets, seg, timings, used)
+        return PipelineResult(dets, seg, timings, used, list(vocab.names))
 
     def _image_embeddings(self, frame: Frame, clusters, dim: int):
         """CLIP embeddings of each cluster's crop in the camera that sees it largest."""

@@ -59,7 +59,9 @@ def test_vocabulary_swap_is_atomic_and_used(pipeline, trained_tiny_model):
 
     def worker():
         for _ in range(3):
-            labels = {d.label for d in pipeline.process(frame).detections}
+            res = pipeline.process(frame)
+            labels = {d.label for d in res.detections}
+            assert labels <= set(res.vocabulary)  # the result names the vocabulary it used
             results.append(labels)
 
     t = threading.Thread(target=worker)
