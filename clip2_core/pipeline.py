@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -70,28 +69,11 @@ class PipelineConfig:
     def from_dict(cls, d: Optional[Dict[str, Any]]) -> "PipelineConfig":
         """Build from a nested dict (``segmentation.ground.*``, ``model.*``, ``clip.*``, flat rest).
 
-        Unknown keys and wrong types raise ``ValueError`` naming the key.
+        Unknown keys and wrong types raise ``ValueError`` naming the dotted key.
         """
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ValueError(f"unknown pipeline parameter(s) {bad}; known: {sorted(known)}")
+        from clip2_core.configio import build_dataclass
 
-        def sub(kind, key):
-            values = dict(d.get(key) or {})
-            allowed = {f.name for f in fields(kind)}
-            wrong = sorted(set(values) - allowed)
-            if wrong:
-                raise ValueError(f"unknown {key} parameter(s) {wrong}; known: {sorted(allowed)}")
-            return kind(**values)
-
-        cfg = cls(
-            segmentation=SegmentationConfig.from_dict(d.get("segmentation")),
-            model=sub(ModelConfig, "model"),
-            clip=sub(ClipConfig, "clip"),
-            **{k: v for k, v in d.items() if k not in ("segmentation", "model", "clip")},
-        )
+        cfg = build_dataclass(cls, d, "pipeline")
         cfg.validate()
         return cfg
 
@@ -291,19 +273,3 @@ class Pipeline:
             except ValueError as exc:  # undecodable / wrong-shaped image: LiDAR-only for these clusters
                 log.warning("camera %s crop embedding failed (%s); LiDAR-only for %d clusters", name, exc, len(idx))
         return emb, valid
-
-
-def load_pipeline_config(path: str | Path, overrides: Optional[Dict[str, Any]] = None) -> PipelineConfig:
-    """PipelineConfig from a YAML/JSON file plus dotted overrides (``model.backend=torch``)."""
-    import json
-
-    text = Path(path).read_text()
-    data = json.loads(text) if str(path).endswith(".json") else __import__("yaml").safe_load(text)
-    data = data or {}
-    for dotted, value in (overrides or {}).items():
-        node = data
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return PipelineConfig.from_dict(data)

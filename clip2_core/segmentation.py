@@ -70,21 +70,10 @@ class SegmentationConfig:
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "SegmentationConfig":
-        """Build from ``{"ground": {...}, "cluster": {...}}``; unknown keys raise ValueError."""
-        d = dict(d or {})
-        unknown = set(d) - {"ground", "cluster"}
-        if unknown:
-            raise ValueError(f"unknown segmentation config section(s): {sorted(unknown)}")
+        """Build from ``{"ground": {...}, "cluster": {...}}``; unknown keys and wrong types raise ValueError."""
+        from clip2_core.configio import build_dataclass
 
-        def build(kind, values):
-            values = dict(values or {})
-            allowed = set(kind.__dataclass_fields__)
-            bad = set(values) - allowed
-            if bad:
-                raise ValueError(f"unknown {kind.__name__} key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-            return kind(**values)
-
-        return cls(ground=build(GroundConfig, d.get("ground")), cluster=build(ClusterConfig, d.get("cluster")))
+        return build_dataclass(cls, d, "segmentation")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,11 +180,10 @@ def euclidean_clusters(points: np.ndarray, tolerance: float) -> np.ndarray:
     _, cube_label = connected_components(graph, directed=False)
     raw = cube_label[cube_id]
     # Renumber by first appearance so labels are stable and compact.
-    _, first = np.unique(raw, return_index=True)
+    uniq, first = np.unique(raw, return_index=True)
     order = np.argsort(first)
     remap = np.empty_like(order)
     remap[order] = np.arange(order.shape[0])
-    uniq = np.unique(raw)
     return remap[np.searchsorted(uniq, raw)].astype(np.int64)
 
 
@@ -205,30 +193,30 @@ class Segmenter:
     def __init__(self, config: Optional[SegmentationConfig] = None):
         self.config = config or SegmentationConfig()
 
+    def masks(self, points: np.ndarray):
+        """(ground_mask, candidate_mask), both (N,) bool: ground points, and the points clustering
+        considers (finite, not ground, within the height and range limits)."""
+        gcfg, ccfg = self.config.ground, self.config.cluster
+        g = ground_height(points, gcfg)
+        finite = np.isfinite(g)
+        with np.errstate(invalid="ignore"):
+            height = points[:, 2] - g
+            ground_mask = finite & (height < gcfg.height_threshold)
+            r = np.hypot(points[:, 0], points[:, 1])
+            candidate = finite & ~ground_mask & (height <= ccfg.max_height) & (r >= ccfg.min_range) & (r <= ccfg.max_range)
+        return ground_mask, candidate
+
     def segment(self, points: np.ndarray) -> SegmentationResult:
         """Segment (N, 3+) LiDAR-frame points. Never raises on empty / NaN input."""
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3:
             raise ValueError(f"points must be (N, >=3), got shape {pts.shape}")
         n = pts.shape[0]
-        gcfg, ccfg = self.config.ground, self.config.cluster
+        ccfg = self.config.cluster
         labels = np.full(n, -1, dtype=np.int64)
         t0 = time.perf_counter()
-        g = ground_height(pts, gcfg)
-        finite = np.isfinite(g)
-        with np.errstate(invalid="ignore"):
-            height = pts[:, 2] - g
-            ground_mask = finite & (height < gcfg.height_threshold)
+        ground_mask, candidate = self.masks(pts)
         t1 = time.perf_counter()
-        with np.errstate(invalid="ignore"):
-            r = np.hypot(pts[:, 0], pts[:, 1])
-            candidate = (
-                finite
-                & ~ground_mask
-                & (height <= ccfg.max_height)
-                & (r >= ccfg.min_range)
-                & (r <= ccfg.max_range)
-            )
         idx = np.flatnonzero(candidate)
         clusters: List[Cluster] = []
         if idx.size:

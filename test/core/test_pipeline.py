@@ -85,9 +85,9 @@ def test_empty_and_nan_frames(pipeline):
 
 def test_config_validation(trained_tiny_model):
     d = trained_tiny_model.pipeline_dict()
-    with pytest.raises(ValueError, match="unknown pipeline parameter"):
+    with pytest.raises(ValueError, match="pipeline: unknown key"):
         PipelineConfig.from_dict({**d, "vocab": ["a"]})
-    with pytest.raises(ValueError, match="unknown model parameter"):
+    with pytest.raises(ValueError, match="pipeline.model: unknown key"):
         PipelineConfig.from_dict({**d, "model": {"chekpoint": "x"}})
     with pytest.raises(ValueError, match="score_threshold"):
         PipelineConfig.from_dict({**d, "score_threshold": 2.0})
