@@ -52,22 +52,12 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     return float((index - expected) / (maximum - expected))
 
 
-def _candidates(points: np.ndarray, cfg: SegmentationConfig) -> np.ndarray:
-    g = ground_height(points, cfg.ground)
-    c = cfg.cluster
-    with np.errstate(invalid="ignore"):
-        h = points[:, 2] - g
-        r = np.hypot(points[:, 0], points[:, 1])
-        keep = np.isfinite(g) & (h >= cfg.ground.height_threshold) & (h <= c.max_height) & (r >= c.min_range) & (r <= c.max_range)
-    return points[keep, :3].astype(np.float64)
-
-
 def bench_sweep(name: str, points: np.ndarray, cfg: SegmentationConfig, repeats: int = 7) -> List[Dict]:
     """Time ours vs each installed peer on one sweep; one result dict per peer."""
     seg = Segmenter(cfg)
     tol = cfg.cluster.tolerance
     ground_ms, _ = _median_ms(lambda: ground_height(points, cfg.ground), repeats)
-    cand = _candidates(points, cfg)
+    cand = points[seg.masks(points)[1], :3].astype(np.float64)
     cluster_ms, ours = _median_ms(lambda: euclidean_clusters(cand, tol), repeats)
     full_ms, _ = _median_ms(lambda: seg.segment(points), repeats)
     peers: Dict[str, Callable[[], np.ndarray]] = {}
