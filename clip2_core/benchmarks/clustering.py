@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from clip2_core import _kernels
 from clip2_core.segmentation import Segmenter, SegmentationConfig, euclidean_clusters, ground_height
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def bench_sweep(name: str, points: np.ndarray, cfg: SegmentationConfig, repeats:
                 "points": int(points.shape[0]),
                 "cluster_input_points": int(cand.shape[0]),
                 "tolerance_m": tol,
+                "ours_impl": "numba" if _kernels.HAVE_NUMBA else "scipy",
                 "ours_ground_ms": round(ground_ms, 3),
                 "ours_cluster_ms": round(cluster_ms, 3),
                 "ours_ms": round(ours_ms, 3),

@@ -8,11 +8,13 @@ import pytest
 from clip2_core.benchmarks.clustering import adjusted_rand_index
 from clip2_core.benchmarks.sweeps import make_sweep
 from clip2_core.geometry import points_in_boxes
+from clip2_core import _kernels
 from clip2_core.segmentation import (
     ClusterConfig,
     SegmentationConfig,
     Segmenter,
     euclidean_clusters,
+    ground_height,
     remove_ground,
 )
 
@@ -31,7 +33,63 @@ def _block(center, size, n, seed=1):
     return np.asarray(center) + (rng.random((n, 3)) - 0.5) * np.asarray(size)
 
 
-def test_euclidean_clusters_worked_example():
+@pytest.fixture(params=["numba", "scipy"])
+def kernel_path(request, monkeypatch):
+    """Run a test through the compiled kernels and through the scipy fallback."""
+    if request.param == "numba" and not _kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(_kernels, "HAVE_NUMBA", request.param == "numba")
+    return request.param
+
+
+def test_numba_installed_with_the_pinned_requirements():
+    # requirements/core.txt pins numba; a silent fallback would lose the clustering speed-up
+    assert _kernels.HAVE_NUMBA
+
+
+def _both_paths(fn, monkeypatch):
+    out = []
+    for flag in (True, False):
+        monkeypatch.setattr(_kernels, "HAVE_NUMBA", flag)
+        out.append(fn())
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_clustering_equals_scipy_path(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    tol = [0.2, 0.45, 0.6, 1.0, 0.05, 3.0][seed]
+    blobs = [c + rng.normal(0, rng.uniform(0.05, 0.8), (int(rng.integers(1, 300)), 3)) for c in rng.uniform(-20, 20, (12, 3))]
+    pts = np.concatenate(blobs + [rng.uniform(-30, 30, (200, 3))])
+    pts = np.concatenate([pts, pts[:20]])  # exact duplicates
+    # links of exactly `tolerance` along each axis (inclusive, like DBSCAN's eps) and a diagonal
+    line = np.column_stack([np.arange(8) * tol, np.full(8, 40.0), np.zeros(8)])
+    diag = np.array([[50, 50, 5], [50 + tol / np.sqrt(3)] * 2 + [5 + tol / np.sqrt(3)]])
+    pts = np.concatenate([pts, line, diag])
+    fast, ref = _both_paths(lambda: euclidean_clusters(pts, tol), monkeypatch)
+    assert np.array_equal(fast, ref)
+
+
+def test_compiled_ground_equals_scipy_path(monkeypatch):
+    sweeps = [make_sweep(0).points, np.load(KITTI / "points.npy"), _plane(slope=0.05)]
+    for pts in sweeps:
+        for cfg in (SegmentationConfig().ground, SegmentationConfig.from_dict({"ground": {"window": 2.0, "cell_size": 0.3}}).ground):
+            fast, ref = _both_paths(lambda: ground_height(pts, cfg), monkeypatch)
+            assert np.array_equal(fast, ref, equal_nan=True)
+
+
+def test_clustering_rejects_non_finite_points(kernel_path):
+    with pytest.raises(ValueError, match="finite"):
+        euclidean_clusters(np.array([[0, 0, 0], [np.nan, 0, 0]]), 0.5)
+
+
+def test_clustering_huge_extent_falls_back(kernel_path):
+    # 1e7 m apart at 1 cm tolerance: far too many cells for the compiled kernel's BEV table
+    pts = np.array([[0, 0, 0], [0.005, 0, 0], [1e7, 1e7, 0], [1e7, 1e7, 0.009]])
+    assert euclidean_clusters(pts, 0.01).tolist() == [0, 0, 1, 1]
+
+
+def test_euclidean_clusters_worked_example(kernel_path):
     # chain 0-1-2 with 0.5 m links joins at tol 0.6; point 3 is 1 m away: separate
     pts = np.array([[0, 0, 0], [0.5, 0, 0], [1.0, 0, 0], [2.0, 0, 0]], dtype=float)
     assert euclidean_clusters(pts, 0.6).tolist() == [0, 0, 0, 1]
@@ -42,7 +100,7 @@ def test_euclidean_clusters_worked_example():
         euclidean_clusters(pts, 0.0)
 
 
-def test_euclidean_clusters_equals_single_linkage_reference():
+def test_euclidean_clusters_equals_single_linkage_reference(kernel_path):
     rng = np.random.default_rng(3)
     pts = rng.uniform(0, 6, (400, 3))
     ours = euclidean_clusters(pts, 0.45)

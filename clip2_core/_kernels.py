@@ -1,0 +1,320 @@
+"""Compiled (numba) kernels for the segmentation hot paths.
+
+``segmentation.py`` calls these when numba imports and falls back to its vectorised scipy code
+otherwise; both give identical results (tested). Kernels are compiled on first use and cached on
+disk (``cache=True``; numba picks a user cache directory when the package directory is read-only),
+so only the very first process on a machine pays the ~2 s compile.
+
+Set ``CLIP2_NO_NUMBA=1`` to force the scipy path (used by the parity tests and the benchmark).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # pragma: no cover - exercised in both configurations by the tests
+    if os.environ.get("CLIP2_NO_NUMBA", "") not in ("", "0"):
+        raise ImportError("disabled by CLIP2_NO_NUMBA")
+    import numba
+    from numba import njit
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    numba = None
+    HAVE_NUMBA = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        def wrap(fn):
+            return fn
+
+        return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+# Largest BEV index grid (cells) the clustering kernel allocates; sweeps beyond it use scipy.
+MAX_BEV_CELLS = 1 << 24
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, i):
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@njit(cache=True, nogil=True)
+def cluster_kernel(pts, tolerance):
+    """Exact single-linkage clustering of (N, 3) float64 points at ``tolerance``.
+
+    Points are binned into cubes of side tolerance/sqrt(3) (any two points of one cube are linked),
+    cubes are sorted by (x, y, z) index and reached through a dense BEV column table. Union-find runs
+    over cubes: a neighbouring cube pair is only examined point by point while the two cubes are
+    still in different components, and the first link found ends the examination.
+
+    Returns (N,) int64 labels numbered by first appearance, or an empty array when the BEV table
+    would exceed ``MAX_BEV_CELLS`` (the caller then uses another method).
+    """
+    n = pts.shape[0]
+    side = tolerance / np.sqrt(3.0) * (1.0 - 1e-9)
+    tol2 = tolerance * tolerance
+    cx = np.empty(n, np.int64)
+    cy = np.empty(n, np.int64)
+    cz = np.empty(n, np.int64)
+    for i in range(n):
+        cx[i] = np.int64(np.floor(pts[i, 0] / side))
+        cy[i] = np.int64(np.floor(pts[i, 1] / side))
+        cz[i] = np.int64(np.floor(pts[i, 2] / side))
+    mx, my, mz = cx.min(), cy.min(), cz.min()
+    for i in range(n):
+        cx[i] -= mx
+        cy[i] -= my
+        cz[i] -= mz
+    dx_, dy_, dz_ = cx.max() + 1, cy.max() + 1, cz.max() + 1
+    if dx_ * dy_ > MAX_BEV_CELLS:
+        return np.empty(0, np.int64)
+    key = np.empty(n, np.int64)
+    for i in range(n):
+        key[i] = (cx[i] * dy_ + cy[i]) * dz_ + cz[i]
+    order = np.argsort(key)
+    # unique cubes in sorted order: start offsets into `order`, and their (x, y, z) indices
+    cube_start = np.empty(n + 1, np.int64)
+    n_cubes = 0
+    prev = -1
+    for k in range(n):
+        kk = key[order[k]]
+        if kk != prev:
+            cube_start[n_cubes] = k
+            n_cubes += 1
+            prev = kk
+    cube_start[n_cubes] = n
+    ccx = np.empty(n_cubes, np.int64)
+    ccy = np.empty(n_cubes, np.int64)
+    ccz = np.empty(n_cubes, np.int64)
+    for c in range(n_cubes):
+        p = order[cube_start[c]]
+        ccx[c] = cx[p]
+        ccy[c] = cy[p]
+        ccz[c] = cz[p]
+    # BEV column table: first cube of each (x, y) column (cubes of a column are contiguous, z-sorted)
+    col_first = np.full(dx_ * dy_, -1, np.int64)
+    col_end = np.zeros(dx_ * dy_, np.int64)
+    for c in range(n_cubes):
+        col = ccx[c] * dy_ + ccy[c]
+        if col_first[col] < 0:
+            col_first[col] = c
+        col_end[col] = c + 1
+    # sorted coordinates for cache-friendly pair checks
+    sp = np.empty((n, 3), np.float64)
+    for k in range(n):
+        p = order[k]
+        sp[k, 0] = pts[p, 0]
+        sp[k, 1] = pts[p, 1]
+        sp[k, 2] = pts[p, 2]
+    parent = np.arange(n_cubes)
+    for a in range(n_cubes):
+        ax, ay, az = ccx[a], ccy[a], ccz[a]
+        a0, a1 = cube_start[a], cube_start[a + 1]
+        for ddx in range(0, 3):
+            bx = ax + ddx
+            if bx >= dx_:
+                break
+            for ddy in range(-2, 3):
+                if ddx == 0 and ddy < 0:
+                    continue
+                by = ay + ddy
+                if by < 0 or by >= dy_:
+                    continue
+                col = bx * dy_ + by
+                b = col_first[col]
+                if b < 0:
+                    continue
+                b_end = col_end[col]
+                if ddx == 0 and ddy == 0:
+                    b = a + 1  # same column: only the cubes above this one
+                for bb in range(b, b_end):
+                    ddz = ccz[bb] - az
+                    if ddz > 2:
+                        break
+                    if ddz < -2:
+                        continue
+                    if abs(ddx) == 2 and abs(ddy) == 2 and abs(ddz) == 2:
+                        continue  # corner cubes are more than `tolerance` apart
+                    ra = _find(parent, a)
+                    rb = _find(parent, bb)
+                    if ra == rb:
+                        continue
+                    b0, b1 = cube_start[bb], cube_start[bb + 1]
+                    linked = False
+                    for i in range(a0, a1):
+                        xi, yi, zi = sp[i, 0], sp[i, 1], sp[i, 2]
+                        for j in range(b0, b1):
+                            ex = sp[j, 0] - xi
+                            ey = sp[j, 1] - yi
+                            ez = sp[j, 2] - zi
+                            if ex * ex + ey * ey + ez * ez <= tol2:
+                                linked = True
+                                break
+                        if linked:
+                            break
+                    if linked:
+                        if ra < rb:
+                            parent[rb] = ra
+                        else:
+                            parent[ra] = rb
+    # per point label, numbered by first appearance in input order
+    point_cube = np.empty(n, np.int64)
+    for c in range(n_cubes):
+        for k in range(cube_start[c], cube_start[c + 1]):
+            point_cube[order[k]] = c
+    root_label = np.full(n_cubes, -1, np.int64)
+    labels = np.empty(n, np.int64)
+    nxt = 0
+    for i in range(n):
+        r = _find(parent, point_cube[i])
+        if root_label[r] < 0:
+            root_label[r] = nxt
+            nxt += 1
+        labels[i] = root_label[r]
+    return labels
+
+
+@njit(cache=True, nogil=True)
+def _running_min_1d(src, dst, w, fill, buf, g, h):
+    """dst[i] = min(src[i - w//2 .. i + w//2]) with ``fill`` outside (van Herk / Gil-Werman).
+
+    ``buf``, ``g``, ``h``: scratch of length >= ceil((n + w - 1) / w) * w.
+    """
+    n = src.shape[0]
+    r = w // 2
+    padded_len = ((n + 2 * r + w - 1) // w) * w
+    for i in range(r):
+        buf[i] = fill
+    for i in range(n):
+        buf[i + r] = src[i]
+    for i in range(n + r, padded_len):
+        buf[i] = fill
+    for s in range(0, padded_len, w):
+        m = buf[s]
+        g[s] = m
+        for k in range(s + 1, s + w):
+            v = buf[k]
+            if v < m:
+                m = v
+            g[k] = m
+        e = s + w - 1
+        m = buf[e]
+        h[e] = m
+        for k in range(e - 1, s - 1, -1):
+            v = buf[k]
+            if v < m:
+                m = v
+            h[k] = m
+    for i in range(n):  # window over buf[i .. i + w - 1]
+        a = h[i]
+        b = g[i + w - 1]
+        dst[i] = a if a < b else b
+
+
+@njit(cache=True, nogil=True)
+def _min_filter_2d(a, w, fill):
+    """Square ``w`` x ``w`` minimum filter with constant ``fill`` boundary (separable)."""
+    nx, ny = a.shape
+    L = ((max(nx, ny) + w - 1 + w - 1) // w + 1) * w
+    buf = np.empty(L)
+    g = np.empty(L)
+    h = np.empty(L)
+    tmp = np.empty((ny, nx))  # transposed: the second pass runs over contiguous rows too
+    row = np.empty(ny)
+    for i in range(nx):
+        _running_min_1d(a[i], row, w, fill, buf, g, h)
+        for j in range(ny):
+            tmp[j, i] = row[j]
+    out = np.empty_like(a)
+    col = np.empty(nx)
+    for j in range(ny):
+        _running_min_1d(tmp[j], col, w, fill, buf, g, h)
+        for i in range(nx):
+            out[i, j] = col[i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def ground_kernel(pts, ok, cell_size, window_cells):
+    """Ground height under each point (NaN where ``ok`` is False); see segmentation.ground_height."""
+    n = pts.shape[0]
+    out = np.full(n, np.nan)
+    m = 0
+    for i in range(n):
+        if ok[i]:
+            m += 1
+    if m == 0:
+        return out
+    ix = np.empty(n, np.int64)
+    iy = np.empty(n, np.int64)
+    lox = np.int64(1 << 62)
+    loy = np.int64(1 << 62)
+    hix = -lox
+    hiy = -loy
+    for i in range(n):
+        if ok[i]:
+            x = np.int64(np.floor(pts[i, 0] / cell_size))
+            y = np.int64(np.floor(pts[i, 1] / cell_size))
+            ix[i] = x
+            iy[i] = y
+            lox = min(lox, x)
+            loy = min(loy, y)
+            hix = max(hix, x)
+            hiy = max(hiy, y)
+    nx = hix - lox + 1
+    ny = hiy - loy + 1
+    cell_min = np.full((nx, ny), np.inf)
+    for i in range(n):
+        if ok[i]:
+            a = ix[i] - lox
+            b = iy[i] - loy
+            z = np.float64(pts[i, 2])
+            if z < cell_min[a, b]:
+                cell_min[a, b] = z
+    eroded = _min_filter_2d(cell_min, window_cells, np.inf)
+    # dilation = -erosion(-x); empty neighbourhoods (inf) must not win it
+    neg = np.empty_like(eroded)
+    for a in range(nx):
+        for b in range(ny):
+            e = eroded[a, b]
+            neg[a, b] = np.inf if e == np.inf else -e
+    opened_neg = _min_filter_2d(neg, window_cells, np.inf)
+    for i in range(n):
+        if ok[i]:
+            a = ix[i] - lox
+            b = iy[i] - loy
+            g = -opened_neg[a, b]
+            cm = cell_min[a, b]
+            out[i] = g if g < cm else cm
+    return out
+
+
+_warm = False
+
+
+def warmup() -> None:
+    """Compile (first run on a machine, ~10 s) or load from the disk cache (~0.5 s) every kernel
+    specialisation the segmenter uses, so the first real sweep does not pay for it. Idempotent."""
+    global _warm
+    if _warm or not HAVE_NUMBA:
+        return
+    import logging
+    import time
+
+    t0 = time.perf_counter()
+    pts = np.random.default_rng(0).random((16, 3))
+    ok = np.ones(16, dtype=bool)
+    cluster_kernel(pts, 0.5)
+    ground_kernel(pts, ok, 0.5, 3)
+    ground_kernel(pts.astype(np.float32), ok, 0.5, 3)
+    _warm = True
+    logging.getLogger(__name__).debug("numba kernels ready in %.2f s", time.perf_counter() - t0)
