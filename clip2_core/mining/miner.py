@@ -20,7 +20,14 @@ import numpy as np
 
 from clip2_core.mining.detectors import Detector2D
 from clip2_core.mining.labels import map_label
-from clip2_core.mining.select import FrustumConfig, deduplicate, project_sweep, select_object_points
+from clip2_core.mining.select import (
+    CompletionConfig,
+    FrustumConfig,
+    complete_objects,
+    deduplicate,
+    project_sweep,
+    select_object_points,
+)
 from clip2_core.segmentation import GroundConfig, remove_ground
 from clip2_core.types import Frame, Proxy
 
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class MineConfig:
     frustum: FrustumConfig = field(default_factory=FrustumConfig)
+    completion: CompletionConfig = field(default_factory=CompletionConfig)
     ground: GroundConfig = field(default_factory=GroundConfig)
     min_score: float = 0.1  # proposals below this detector score are ignored
     max_extent_by_height: float = 6.0  # a proxy taller than this [m] is a building, not an object
@@ -47,6 +55,7 @@ class MineStats:
     proposals: int = 0
     proxies: int = 0
     no_points: int = 0  # proposals whose frustum held no plausible object
+    completed: int = 0  # selections grown to their whole LiDAR cluster (before de-duplication)
     duplicates: int = 0
     corrupt_points: int = 0
     corrupt_images: int = 0
@@ -111,10 +120,18 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
             found.append((name, prop, obj))
     if not found:
         return []
+    t2 = time.perf_counter()
+    grown, completed = complete_objects(pts, candidate, [o.indices for _, _, o in found], [n for n, _, _ in found],
+                                        [map_label(p.label, cfg.label_map) for _, p, _ in found], cfg.completion)
+    for (_, _, o), g in zip(found, grown):
+        o.indices = g
+    stats.completed += int(completed.sum())
+    stats.seconds_select += time.perf_counter() - t2
     keep = deduplicate([o.indices for _, _, o in found], [p.score * np.log1p(o.indices.size) for _, p, o in found],
                        cfg.dedupe_jaccard)
     stats.duplicates += len(found) - len(keep)
-    found = [found[i] for i in sorted(keep.tolist())]
+    i_found = sorted(keep.tolist())  # positions in the pre-dedupe list, for the completed flags
+    found = [found[i] for i in i_found]
     embeddings: Dict[int, np.ndarray] = {}
     if clip is not None:
         by_cam: Dict[str, List[int]] = {}
@@ -150,6 +167,7 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
                     "detector_label": prop.label,
                     "coverage": round(obj.coverage, 3),
                     "candidates": obj.candidates,
+                    "completed": bool(completed[i_found[i]]),
                     **{f"src_{k}": v for k, v in prop.source.items()},
                 },
                 image_crop=crop,

@@ -163,6 +163,91 @@ def select_object_points(
     return MinedObject(indices=idx[m].astype(np.int64), coverage=float(cov), depth=d, candidates=n_clusters)
 
 
+@dataclass
+class CompletionConfig:
+    """Grow each frustum selection to the whole LiDAR cluster it belongs to (see :func:`complete_objects`)."""
+
+    enabled: bool = True
+    tolerance: float = 0.6  # single-linkage link length of the sweep's clusters [m] (the segmenter's default)
+    min_seed_share: float = 0.5  # the cluster must hold at least this share of the selection's points
+    max_extent: float = 20.0  # a completed cluster longer than this (BEV) is background: keep the selection
+    max_height: float = 6.0  # ... or taller than this
+
+
+def complete_objects(points: np.ndarray, candidate_mask: np.ndarray, seeds, cameras, labels,
+                     config: CompletionConfig = CompletionConfig()):
+    """Complete frustum selections with the rest of their object's points.
+
+    A camera frustum cuts an object at the image border, and DBSCAN drops the sparse returns of a
+    surface seen at a grazing angle (the side of a truck ahead), so frustum selections are often
+    an object's front face only, while the online pipeline feeds the encoder whole LiDAR clusters.
+    Here each selection ("seed") is replaced by the union of itself and the single-linkage cluster
+    (over the sweep's non-ground points) that holds most of it, unless that is ambiguous:
+
+    * the cluster holds fewer than ``min_seed_share`` of the seed's points, or is implausibly
+      large (``max_extent``, ``max_height``): the seed is kept as is;
+    * the cluster holds several *objects*: seeds of one object are those sharing points, or
+      seen by different cameras with the same label (one object across an image border); two
+      disjoint seeds from one camera, or with different labels, are two objects (e.g. parked cars
+      touching) and both keep their seeds.
+
+    Args:
+        points: (N, 3+) sweep. candidate_mask: (N,) bool non-ground finite points.
+        seeds: list of (K_i,) int64 point indices. cameras, labels: per seed, for the object rule.
+    Returns:
+        (list of (K_i',) int64 index arrays, (S,) bool completed-or-not).
+    """
+    from clip2_core.segmentation import euclidean_clusters
+
+    n_seeds = len(seeds)
+    out = [np.asarray(s, dtype=np.int64) for s in seeds]
+    done = np.zeros(n_seeds, dtype=bool)
+    if not config.enabled or n_seeds == 0:
+        return out, done
+    idx = np.flatnonzero(candidate_mask)
+    if idx.size == 0:
+        return out, done
+    lab = np.full(points.shape[0], -1, dtype=np.int64)
+    lab[idx] = euclidean_clusters(points[idx, :3], config.tolerance)
+    owner = np.full(n_seeds, -1, dtype=np.int64)
+    for i, s in enumerate(out):
+        ls = lab[s]
+        ls = ls[ls >= 0]
+        if ls.size == 0:
+            continue
+        counts = np.bincount(ls)
+        c = int(counts.argmax())
+        if counts[c] >= config.min_seed_share * s.size:
+            owner[i] = c
+    for c in np.unique(owner[owner >= 0]):
+        members = np.flatnonzero(owner == c)
+        # group the cluster's seeds into objects (union-find on the "same object" relation)
+        parent = list(range(members.size))
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for a in range(members.size):
+            for b in range(a + 1, members.size):
+                i, j = members[a], members[b]
+                same = np.intersect1d(out[i], out[j]).size > 0 or (cameras[i] != cameras[j] and labels[i] == labels[j])
+                if same:
+                    parent[find(a)] = find(b)
+        if len({find(a) for a in range(members.size)}) > 1:
+            continue  # several objects in one cluster: completing would merge them
+        cluster = np.flatnonzero(lab == c)
+        xyz = points[cluster, :3]
+        if float(np.hypot(*np.ptp(xyz[:, :2], axis=0))) > config.max_extent or float(np.ptp(xyz[:, 2])) > config.max_height:
+            continue
+        for i in members:
+            out[i] = np.union1d(out[i], cluster)
+            done[i] = True
+    return out, done
+
+
 def deduplicate(index_sets, scores, min_jaccard: float = 0.3) -> np.ndarray:
     """Indices of proxies to keep when one object was mined twice (e.g. seen by two cameras).
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clip2_core.geometry import box_to_2d, points_in_boxes
-from clip2_core.mining.select import FrustumConfig, deduplicate, select_object_points
+from clip2_core.mining.select import CompletionConfig, FrustumConfig, complete_objects, deduplicate, select_object_points
 from clip2_core.mining.shards import ShardStats, ShardWriter, finished_samples, iter_proxies, shard_paths, write_index
 from clip2_core.segmentation import remove_ground
 from clip2_core.types import CameraView, Proxy
@@ -71,6 +71,45 @@ def test_kitti_annotated_boxes_mine_pure_proxies():
     # measured: strict 0.96 0.95 1.00 0.98 0.97 0.81 (the last car's label is ~6 cm shorter than its points)
     assert np.mean(strict) >= 0.9, strict
     assert min(margin) >= 0.9, margin
+
+
+def _line(x0, x1, y, step=0.2, z=0.5):
+    x = np.arange(x0, x1 + 1e-9, step)
+    return np.column_stack([x, np.full_like(x, y), np.full_like(x, z)])
+
+
+def test_completion_grows_a_partial_selection_to_its_cluster():
+    # a 10 m long object (one cluster) of which the frustum selection saw only the first 2 m,
+    # a separate object 5 m away, and a 30 m wall
+    obj, other, wall = _line(0, 10, 0), _line(0, 3, 5), _line(-15, 15, 12)
+    pts = np.concatenate([obj, other, wall])
+    cand = np.ones(len(pts), dtype=bool)
+    seed = np.arange(0, 11)  # x in [0, 2]
+    wall_seed = np.arange(len(obj) + len(other), len(obj) + len(other) + 5)
+    (grown, grown_wall), done = complete_objects(pts, cand, [seed, wall_seed], ["CAM_FRONT"] * 2, ["truck", "car"])
+    assert done.tolist() == [True, False]  # the wall is longer than max_extent: the selection stays as it was
+    assert np.array_equal(grown, np.arange(len(obj)))
+    assert np.array_equal(grown_wall, wall_seed)
+    # disabled: nothing changes
+    same, done = complete_objects(pts, cand, [seed], ["CAM_FRONT"], ["truck"], CompletionConfig(enabled=False))
+    assert not done.any() and np.array_equal(same[0], seed)
+
+
+def test_completion_never_merges_two_detected_objects():
+    # two parked cars touching (one cluster), each boxed by the detector in the same image
+    a, b = _line(0, 4, 0), _line(4.3, 8.3, 0)
+    pts = np.concatenate([a, b])
+    cand = np.ones(len(pts), dtype=bool)
+    seeds = [np.arange(0, 10), np.arange(len(a), len(a) + 10)]
+    grown, done = complete_objects(pts, cand, seeds, ["CAM_FRONT", "CAM_FRONT"], ["car", "car"])
+    assert not done.any() and all(np.array_equal(g, s) for g, s in zip(grown, seeds))
+    # one object seen by two cameras (same label, disjoint parts): one object, both completed
+    grown, done = complete_objects(pts[: len(a)], cand[: len(a)], [np.arange(0, 5), np.arange(15, 21)],
+                                   ["CAM_FRONT", "CAM_FRONT_LEFT"], ["truck", "truck"])
+    assert done.all() and all(np.array_equal(g, np.arange(len(a))) for g in grown)
+    # a selection mostly outside any cluster (only non-candidate points) is left alone
+    grown, done = complete_objects(pts, np.zeros(len(pts), dtype=bool), seeds[:1], ["CAM_FRONT"], ["car"])
+    assert not done.any()
 
 
 def test_deduplicate_keeps_best_of_overlapping():
