@@ -22,6 +22,7 @@ class DataConfig:
     shuffle_buffer: int = 2048  # streaming shuffle buffer (proxies)
     min_points: int = 8  # proxies with fewer points are skipped
     vocabulary: Optional[List[str]] = None  # None: the labels present in the training shards
+    repeat_threshold: float = 0.0  # repeat-factor sampling of rare labels (0 = off; e.g. 0.1: see training/data.py)
 
 
 @dataclass
@@ -126,5 +127,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("need 0 < augment.scale_min <= augment.scale_max")
     if not 0 <= cfg.augment.dropout_max < 1:
         raise ValueError("augment.dropout_max must be in [0, 1)")
+    if not 0 <= cfg.data.repeat_threshold <= 1:
+        raise ValueError("data.repeat_threshold must be in [0, 1] (0 = off)")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError("device must be auto, cpu or cuda")

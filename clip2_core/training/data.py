@@ -72,6 +72,20 @@ def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Genera
     return pts
 
 
+def repeat_factors(counts: Dict[str, int], vocabulary: Sequence[str], threshold: float) -> Dict[str, float]:
+    """Repeat-factor sampling (Gupta et al., LVIS, 2019): a proxy of label c is seen
+    ``r_c = max(1, sqrt(threshold / f_c))`` times per epoch, ``f_c`` = c's share of the proxies.
+
+    Rare labels are repeated (each copy augmented differently), common ones are not thinned, so
+    no data is dropped. ``threshold`` 0 turns it off; 0.1 lifts every label rarer than 10 %.
+    """
+    known = {k: int(v) for k, v in counts.items() if k in set(vocabulary) and int(v) > 0}
+    total = sum(known.values())
+    if threshold <= 0 or total == 0:
+        return {}
+    return {k: max(1.0, float(np.sqrt(threshold / (v / total)))) for k, v in known.items()}
+
+
 @dataclass
 class Sample:
     points: np.ndarray  # (P, 4) float32 normalised encoder input
@@ -98,6 +112,7 @@ class ProxyStream:
         seed: int = 0,
         shuffle_buffer: int = 2048,
         min_points: int = 8,
+        repeat_threshold: float = 0.0,
     ):
         self.shards = collect_shards(folders)
         self.index = {name: i for i, name in enumerate(vocabulary)}
@@ -109,6 +124,7 @@ class ProxyStream:
         self.min_points = int(min_points)
         self.stats = ShardStats()
         self.skipped_unknown_label = 0
+        self.repeat = repeat_factors(labels_in(folders), vocabulary, repeat_threshold) if repeat_threshold > 0 else {}
 
     def _ordered(self, epoch: int) -> Iterator:
         rng = np.random.default_rng([self.seed, epoch, 1])
@@ -118,12 +134,18 @@ class ProxyStream:
             yield from stream
             return
         buf: list = []
+        rep_rng = np.random.default_rng([self.seed, epoch, 3])
         for p in stream:
-            buf.append(p)
-            if len(buf) >= self.shuffle_buffer:
-                j = int(rng.integers(len(buf)))
-                buf[j], buf[-1] = buf[-1], buf[j]
-                yield buf.pop()
+            copies = 1
+            r = self.repeat.get(p.text, 1.0)
+            if r > 1.0:  # stochastic rounding keeps the expected count at r
+                copies = int(r) + int(rep_rng.random() < r - int(r))
+            for _ in range(copies):
+                buf.append(p)
+                if len(buf) >= self.shuffle_buffer:
+                    j = int(rng.integers(len(buf)))
+                    buf[j], buf[-1] = buf[-1], buf[j]
+                    yield buf.pop()
         rng.shuffle(buf)
         yield from buf
 

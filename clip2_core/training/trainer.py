@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
         ddp = DistributedDataParallel(module, device_ids=[dist_info.local_rank] if device == "cuda" else None)
 
     stream = ProxyStream(cfg.data.train, vocab, model_cfg.normalization, clip.embed_dim, cfg.augment, cfg.seed,
-                         cfg.data.shuffle_buffer, cfg.data.min_points)
+                         cfg.data.shuffle_buffer, cfg.data.min_points, cfg.data.repeat_threshold)
     dataset = make_torch_dataset(stream, dist_info.rank, dist_info.world)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.workers, drop_last=True,
                         persistent_workers=False)

@@ -22,6 +22,8 @@ def test_config_errors_name_the_key(tmp_path):
         load_train_config(None, [f"data.train=[{tmp_path}]", "data.batch_size=big"])
     with pytest.raises(ValueError, match="data.train"):
         load_train_config(None, [])
+    with pytest.raises(ValueError, match="repeat_threshold"):
+        load_train_config(None, [f"data.train=[{tmp_path}]", "data.repeat_threshold=2"])
     with pytest.raises(FileNotFoundError):
         load_train_config(tmp_path / "missing.yaml")
 
@@ -92,3 +94,38 @@ def test_no_usable_data_is_a_clear_error(tiny_clip_files, gt_proxies, tmp_path):
     cfg = _cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "c", 5, ["data.batch_size=100000"])
     with pytest.raises(ValueError, match="no full batch"):
         train(cfg)
+
+
+def test_repeat_factor_worked_example():
+    from clip2_core.training.data import repeat_factors
+
+    # car is 80 % of the proxies, bus 4 %: at threshold 0.16 only bus is repeated, sqrt(0.16 / 0.04) = 2x
+    r = repeat_factors({"car": 80, "bus": 4, "truck": 16, "unknown": 5}, ["car", "bus", "truck"], 0.16)
+    assert r == pytest.approx({"car": 1.0, "bus": 2.0, "truck": 1.0})
+    assert repeat_factors({"car": 1}, ["car"], 0.0) == {}
+
+
+def test_repeat_factor_sampling_rebalances_the_stream(gt_proxies):
+    from clip2_core.encoders.normalize import NormalizationConfig
+    from clip2_core.training.config import AugmentConfig
+    from clip2_core.training.data import ProxyStream, labels_in, repeat_factors
+
+    train_dir, _ = gt_proxies
+    counts = labels_in([train_dir])
+    vocab = sorted(counts)
+    norm = NormalizationConfig(num_points=16)
+
+    def seen(threshold, epoch=0):
+        s = ProxyStream([train_dir], vocab, norm, 32, AugmentConfig(), seed=3, shuffle_buffer=64, repeat_threshold=threshold)
+        return np.bincount([x.label for x in s.samples(epoch)], minlength=len(vocab))
+
+    plain, balanced = seen(0.0), seen(0.3)
+    assert plain.tolist() == [counts[v] for v in vocab]  # off: every proxy exactly once
+    r = repeat_factors(counts, vocab, 0.3)
+    rare = min(vocab, key=lambda v: counts[v])
+    assert r[rare] > 1.5
+    i = vocab.index(rare)
+    # stochastic rounding: between floor(r) and ceil(r) copies of each rare proxy
+    assert np.floor(r[rare]) * counts[rare] <= balanced[i] <= np.ceil(r[rare]) * counts[rare]
+    assert (balanced >= plain).all()  # nothing is ever thinned
+    assert seen(0.3).tolist() == balanced.tolist()  # deterministic for (seed, epoch)
