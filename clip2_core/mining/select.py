@@ -186,7 +186,8 @@ def complete_objects(points: np.ndarray, candidate_mask: np.ndarray, seeds, came
 
     * the cluster holds fewer than ``min_seed_share`` of the seed's points, or is implausibly
       large (``max_extent``, ``max_height``): the seed is kept as is;
-    * the cluster holds several *objects*: seeds of one object are those sharing points, or
+    * the cluster holds (a real part of) several *objects*: seeds of one object are those
+      sharing points (one frustum saw the other's object), or
       seen by different cameras with the same label (one object across an image border); two
       disjoint seeds from one camera, or with different labels, are two objects (e.g. parked cars
       touching) and both keep their seeds.
@@ -210,18 +211,22 @@ def complete_objects(points: np.ndarray, candidate_mask: np.ndarray, seeds, came
     lab = np.full(points.shape[0], -1, dtype=np.int64)
     lab[idx] = euclidean_clusters(points[idx, :3], config.tolerance)
     owner = np.full(n_seeds, -1, dtype=np.int64)
+    touches = []  # per seed: the clusters holding a real part of it (>= 20 % or >= 5 points)
     for i, s in enumerate(out):
         ls = lab[s]
         ls = ls[ls >= 0]
         if ls.size == 0:
+            touches.append(set())
             continue
-        counts = np.bincount(ls)
-        c = int(counts.argmax())
-        if counts[c] >= config.min_seed_share * s.size:
-            owner[i] = c
+        uniq, counts = np.unique(ls, return_counts=True)
+        touches.append({int(u) for u, k in zip(uniq, counts) if k >= min(5, 0.2 * s.size)})
+        j = int(counts.argmax())
+        if counts[j] >= config.min_seed_share * s.size:
+            owner[i] = int(uniq[j])
     for c in np.unique(owner[owner >= 0]):
-        members = np.flatnonzero(owner == c)
-        # group the cluster's seeds into objects (union-find on the "same object" relation)
+        # every selection with a real part in this cluster, owner or not: completing must not
+        # swallow another detected object, even one whose selection lies mostly elsewhere
+        members = np.array([i for i in range(n_seeds) if int(c) in touches[i] or owner[i] == c], dtype=np.int64)
         parent = list(range(members.size))
 
         def find(a):
@@ -242,7 +247,7 @@ def complete_objects(points: np.ndarray, candidate_mask: np.ndarray, seeds, came
         xyz = points[cluster, :3]
         if float(np.hypot(*np.ptp(xyz[:, :2], axis=0))) > config.max_extent or float(np.ptp(xyz[:, 2])) > config.max_height:
             continue
-        for i in members:
+        for i in members[owner[members] == c]:
             out[i] = np.union1d(out[i], cluster)
             done[i] = True
     return out, done
