@@ -43,7 +43,7 @@ def mine_split(world: Path, out: Path, clip, split: str = "train") -> Dict:
     return {"proxies": index["num_proxies"], "samples": stats.samples or len(reader.sample_tokens), "labels": index["labels"]}
 
 
-def train_and_eval(world: Path, proxies: Path, out: Path, clip_args: Dict, encoder: str, steps: int,
+def train_and_eval(world: Path, proxies: Path, out: Path, clip_args: Dict, encoder: str = "pointnet2-xs-v1", steps: int = 3000,
                    semantic_weight: float = 1.0, instance_weight: float = 1.0, batch_size: int = 32,
                    lr: float = 0.005, seed: int = 0) -> Dict:
     from clip2_core.datasets.nuscenes import NuScenesReader
@@ -81,8 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--clip-model", required=True)
     ap.add_argument("--clip-weights", required=True)
     ap.add_argument("--clip-config", default=None)
-    ap.add_argument("--encoder", default="pointnet2-tiny-v1")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--encoder", default="pointnet2-xs-v1")
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ablation", action="store_true", help="also train semantic-only and instance-only")
     args = ap.parse_args(argv)
