@@ -13,6 +13,11 @@ import os
 
 import numpy as np
 
+# numba caches next to this file; an installed, read-only package (a colcon install space, a
+# container image) gets a per-user cache instead. Must be set before numba is imported.
+if "NUMBA_CACHE_DIR" not in os.environ and not os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK):
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(os.path.expanduser("~"), ".cache", "clip2", "numba")
+
 try:  # pragma: no cover - exercised in both configurations by the tests
     if os.environ.get("CLIP2_NO_NUMBA", "") not in ("", "0"):
         raise ImportError("disabled by CLIP2_NO_NUMBA")
@@ -304,17 +309,23 @@ _warm = False
 def warmup() -> None:
     """Compile (first run on a machine, ~10 s) or load from the disk cache (~0.5 s) every kernel
     specialisation the segmenter uses, so the first real sweep does not pay for it. Idempotent."""
-    global _warm
+    global _warm, HAVE_NUMBA
     if _warm or not HAVE_NUMBA:
         return
     import logging
     import time
 
+    log = logging.getLogger(__name__)
     t0 = time.perf_counter()
     pts = np.random.default_rng(0).random((16, 3))
     ok = np.ones(16, dtype=bool)
-    cluster_kernel(pts, 0.5)
-    ground_kernel(pts, ok, 0.5, 3)
-    ground_kernel(pts.astype(np.float32), ok, 0.5, 3)
+    try:
+        cluster_kernel(pts, 0.5)
+        ground_kernel(pts, ok, 0.5, 3)
+        ground_kernel(pts.astype(np.float32), ok, 0.5, 3)
+    except Exception as exc:  # a broken numba/llvmlite install must not take segmentation down
+        HAVE_NUMBA = False
+        log.warning("numba kernels unavailable (%s: %s); using the slower scipy path", type(exc).__name__, exc)
+        return
     _warm = True
-    logging.getLogger(__name__).debug("numba kernels ready in %.2f s", time.perf_counter() - t0)
+    log.debug("numba kernels ready in %.2f s", time.perf_counter() - t0)

@@ -264,3 +264,17 @@ def test_dbscan_matches_sklearn_on_core_points():
     np.testing.assert_array_equal(ours == -1, ref.labels_ == -1)  # same noise points
     assert (dbscan(pts, 0.3, 1) == euclidean_clusters(pts, 0.3)).all()
     assert (dbscan(np.zeros((0, 3)), 0.3, 5) == -1).all()
+
+
+def test_broken_numba_falls_back_to_scipy(monkeypatch):
+    # a numba/llvmlite install that cannot compile must not take segmentation down
+    def broken(*a, **k):
+        raise RuntimeError("LLVM ERROR: simulated")
+
+    monkeypatch.setattr(_kernels, "_warm", False)
+    monkeypatch.setattr(_kernels, "HAVE_NUMBA", True)
+    monkeypatch.setattr(_kernels, "cluster_kernel", broken)
+    seg = Segmenter()
+    assert not _kernels.HAVE_NUMBA
+    pts = np.concatenate([_plane(), _block([5, 0, -1.0], [1, 1, 1.5], 300)])
+    assert len(seg.segment(pts).clusters) == 1
