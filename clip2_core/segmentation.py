@@ -246,9 +246,14 @@ class Segmenter:
             counts = np.bincount(lab)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             t2 = time.perf_counter()
-            for c in np.flatnonzero((counts >= ccfg.min_points) & (counts <= ccfg.max_points)):
+            keep = np.flatnonzero((counts >= ccfg.min_points) & (counts <= ccfg.max_points))
+            if _kernels.HAVE_NUMBA:  # every box in one compiled call
+                boxes = _kernels.fit_boxes_kernel(np.ascontiguousarray(pts[idx, :3], dtype=np.float64), order,
+                                                  starts[keep], counts[keep], 0.05)
+            else:
+                boxes = [fit_box(pts[idx[order[starts[c] : starts[c] + counts[c]]], :3]) for c in keep]
+            for c, box in zip(keep, boxes):
                 members = idx[order[starts[c] : starts[c] + counts[c]]]
-                box = fit_box(pts[members, :3])
                 if max(box[3], box[4]) > ccfg.max_box_extent:
                     continue
                 cid = len(clusters)

@@ -278,3 +278,28 @@ def test_broken_numba_falls_back_to_scipy(monkeypatch):
     assert not _kernels.HAVE_NUMBA
     pts = np.concatenate([_plane(), _block([5, 0, -1.0], [1, 1, 1.5], 300)])
     assert len(seg.segment(pts).clusters) == 1
+
+
+def test_compiled_box_fitting_equals_numpy_path(monkeypatch):
+    from clip2_core.geometry import fit_box
+
+    rng = np.random.default_rng(5)
+    clusters = []
+    for i in range(200):
+        k = int(rng.integers(1, 60))
+        c = rng.normal(0, 1, (k, 3)) * rng.uniform(0.05, 3, 3) + rng.uniform(-30, 30, 3)
+        if i % 10 == 0:
+            c[:, 1] = 0.5 * c[:, 0] + 1  # collinear in bird's-eye view
+        if i % 17 == 0:
+            c[:] = c[0]  # one repeated point
+        clusters.append(c)
+    clusters.append(np.array([[0, 0, 0], [4, 0, 0], [4, 2, 0], [0, 2, 1.5]], dtype=float))  # worked example
+    fast, ref = _both_paths(lambda: np.stack([fit_box(c) for c in clusters]), monkeypatch)
+    np.testing.assert_allclose(fast, ref, atol=1e-9)
+    np.testing.assert_allclose(fast[-1], [2, 1, 0.75, 4, 2, 1.5, 0], atol=1e-9)
+    # the segmenter's batched call gives the same boxes as fit_box per cluster
+    monkeypatch.setattr(_kernels, "HAVE_NUMBA", True)
+    pts = make_sweep(0).points
+    res = Segmenter().segment(pts)
+    for c in res.clusters[:20]:
+        np.testing.assert_allclose(c.box.as_array(), fit_box(pts[c.indices, :3]), atol=1e-9)
