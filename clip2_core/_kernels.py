@@ -309,6 +309,18 @@ def _cross(ox, oy, ax, ay, bx, by):
 
 
 @njit(cache=True, nogil=True)
+def normalise_heading(yaw, length, width):
+    """Make ``length >= width`` and wrap yaw into (-pi/2, pi/2] (shared by both fit_box paths)."""
+    if width > length:
+        length, width = width, length
+        yaw += np.pi / 2
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
+    if yaw <= -np.pi / 2 + 1e-12:
+        yaw += np.pi
+    return yaw, length, width
+
+
+@njit(cache=True, nogil=True)
 def _fit_one(xyz, min_size, out):
     """geometry.fit_box for one cluster (finite (K, 3) float64, K >= 1) into ``out`` (7,)."""
     k = xyz.shape[0]
@@ -378,12 +390,7 @@ def _fit_one(xyz, min_size, out):
                 yaw, length, width = a, umax - umin, vmax - vmin
                 uc, vc = 0.5 * (umax + umin), 0.5 * (vmax + vmin)
                 cx, cy = c * uc - s * vc, s * uc + c * vc
-    if width > length:
-        length, width = width, length
-        yaw += np.pi / 2
-    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
-    if yaw <= -np.pi / 2 + 1e-12:
-        yaw += np.pi
+    yaw, length, width = normalise_heading(yaw, length, width)
     out[0] = cx
     out[1] = cy
     out[2] = 0.5 * (zmin + zmax)

@@ -248,17 +248,6 @@ def convex_hull_2d(xy: np.ndarray) -> np.ndarray:
         return pts[[int(np.argmin(t)), int(np.argmax(t))]]
 
 
-def _normalise_heading(yaw: float, length: float, width: float) -> Tuple[float, float, float]:
-    """Make ``length >= width`` and wrap yaw into (-pi/2, pi/2]."""
-    if width > length:
-        length, width = width, length
-        yaw += np.pi / 2
-    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
-    if yaw <= -np.pi / 2 + 1e-12:
-        yaw += np.pi
-    return yaw, length, width
-
-
 def fit_box(points: np.ndarray, min_size: float = 0.05) -> np.ndarray:
     """Oriented box around a cluster: BEV minimum-area rectangle plus z extent.
 
@@ -305,7 +294,7 @@ def fit_box(points: np.ndarray, min_size: float = 0.05) -> np.ndarray:
         yaw, length, width = float(angles[k]), float(du[k]), float(dv[k])
         uc, vc = 0.5 * (u[k].max() + u[k].min()), 0.5 * (v[k].max() + v[k].min())
         centre_xy = np.array([c[k] * uc - s[k] * vc, s[k] * uc + c[k] * vc])
-    yaw, length, width = _normalise_heading(yaw, length, width)
+    yaw, length, width = (float(v) for v in _kernels.normalise_heading(float(yaw), float(length), float(width)))
     return np.array(
         [
             centre_xy[0],

@@ -241,17 +241,17 @@ class Segmenter:
         idx = np.flatnonzero(candidate)
         clusters: List[Cluster] = []
         if idx.size:
-            lab = euclidean_clusters(pts[idx, :3], ccfg.tolerance)
+            cand = np.ascontiguousarray(pts[idx, :3], dtype=np.float64)
+            lab = euclidean_clusters(cand, ccfg.tolerance)
             order = np.argsort(lab, kind="stable")
             counts = np.bincount(lab)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             t2 = time.perf_counter()
             keep = np.flatnonzero((counts >= ccfg.min_points) & (counts <= ccfg.max_points))
             if _kernels.HAVE_NUMBA:  # every box in one compiled call
-                boxes = _kernels.fit_boxes_kernel(np.ascontiguousarray(pts[idx, :3], dtype=np.float64), order,
-                                                  starts[keep], counts[keep], 0.05)
+                boxes = _kernels.fit_boxes_kernel(cand, order, starts[keep], counts[keep], 0.05)
             else:
-                boxes = [fit_box(pts[idx[order[starts[c] : starts[c] + counts[c]]], :3]) for c in keep]
+                boxes = [fit_box(cand[order[starts[c] : starts[c] + counts[c]]]) for c in keep]
             for c, box in zip(keep, boxes):
                 members = idx[order[starts[c] : starts[c] + counts[c]]]
                 if max(box[3], box[4]) > ccfg.max_box_extent:

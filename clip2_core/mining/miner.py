@@ -121,8 +121,9 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
     if not found:
         return []
     t2 = time.perf_counter()
+    texts = [map_label(p.label, cfg.label_map) for _, p, _ in found]
     grown, completed = complete_objects(pts, candidate, [o.indices for _, _, o in found], [n for n, _, _ in found],
-                                        [map_label(p.label, cfg.label_map) for _, p, _ in found], cfg.completion)
+                                        texts, cfg.completion)
     for (_, _, o), g in zip(found, grown):
         o.indices = g
     stats.completed += int(completed.sum())
@@ -150,7 +151,7 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
             from clip2_core.vlm import crop_boxes
 
             crop = crop_boxes(cam.image, prop.box[None], cfg.crop_pad)[0]
-        text = map_label(prop.label, cfg.label_map)
+        text = texts[i_found[i]]
         proxies.append(
             Proxy(
                 text=text,
