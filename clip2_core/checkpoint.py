@@ -17,20 +17,20 @@ A checkpoint is a directory holding two files::
       "extra": {...}                  # free-form JSON (training step, metrics, ...)
     }
 
-Both files are written atomically (temporary file in the same directory, fsync, rename);
-``config.json`` is written last, so a directory with a config always has complete weights.
-Loading reads tensors with ``safetensors`` only: no ``torch.load``, no unpickling.
+Both files are written atomically (:mod:`clip2_core.fileio`: temporary file in the same
+directory, fsync, rename); ``config.json`` is written last, so a directory with a config always
+has complete weights. Loading reads tensors with ``safetensors`` only: no ``torch.load``, no
+unpickling.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from clip2_core.encoders.config import PointEncoderConfig
+from clip2_core.fileio import atomic_write_bytes, atomic_write_json
 
 FORMAT = "clip2-checkpoint"
 FORMAT_VERSION = 1
@@ -48,31 +48,6 @@ class Checkpoint:
     vocabulary: Optional[List[str]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None  # the checkpoint directory
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
-    _atomic_write_bytes(Path(path), data)
-
-
-def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def resolve_checkpoint_dir(path: Union[str, Path]) -> Path:
@@ -104,7 +79,7 @@ def save_checkpoint(
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     data = st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    _atomic_write_bytes(out / WEIGHTS_NAME, data)
+    atomic_write_bytes(out / WEIGHTS_NAME, data)
     cfg = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -346,7 +346,7 @@ class TextBank:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write ``<path>.npy`` (embeddings) and ``<path>.json`` (metadata), atomically."""
-        from clip2_core.checkpoint import atomic_write_bytes, atomic_write_json
+        from clip2_core.fileio import atomic_write_bytes, atomic_write_json
         import io
 
         base = Path(path)

@@ -8,7 +8,7 @@ Layout of an output folder::
     index.json                 # merged view of all sidecars (rebuilt by ``write_index``)
 
 Atomicity: a shard is written as ``*.tar.tmp``, renamed to ``*.tar`` when complete, and only
-then is its sidecar written (tmp + rename). A shard holds whole samples only, so a sample is
+then is its sidecar written (atomically, :mod:`clip2_core.fileio`). A shard holds whole samples only, so a sample is
 either finished (listed in a sidecar whose tar exists) or redone on resume; an interrupted run
 loses at most the shard in progress, never duplicates a proxy. One writer per rank
 (``shard-r{rank}``) lets ``torchrun`` ranks mine in parallel into one folder.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,10 @@ from typing import Dict, Iterator, List, Optional, Set
 
 import numpy as np
 
+from clip2_core.fileio import atomic_write_json, replace_durably
 from clip2_core.types import Proxy
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -98,8 +89,10 @@ class ShardWriter:
 
     def cleanup_partial(self) -> None:
         """Remove this rank's leftovers of an interrupted run: tmp files and tars without sidecar."""
-        for p in self.out_dir.glob(f"shard-r{self.rank:02d}-*.tmp"):
-            p.unlink()
+        # shard-r00-00000.tar.tmp (tar in progress), .shard-r00-00000.json.<random>.tmp (sidecar, fileio)
+        for pattern in (f"shard-r{self.rank:02d}-*.tmp", f".shard-r{self.rank:02d}-*.tmp"):
+            for p in self.out_dir.glob(pattern):
+                p.unlink(missing_ok=True)
         for tar in self.out_dir.glob(f"shard-r{self.rank:02d}-*.tar"):
             if not tar.with_suffix(".json").is_file():
                 log.warning("removing shard %s without sidecar (interrupted run); its samples are redone", tar.name)
@@ -144,11 +137,9 @@ class ShardWriter:
         self._tar.close()
         assert self._tmp is not None
         tar_path = self._tmp.with_name(self._tmp.name[: -len(".tmp")])
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, tar_path)
+        replace_durably(self._tmp, tar_path)
         side = {"shard": tar_path.name, "rank": self.rank, "count": self._count, "samples": self._samples, "labels": self._labels}
-        _atomic_write_text(tar_path.with_suffix(".json"), json.dumps(side, indent=1, sort_keys=True))
+        atomic_write_json(tar_path.with_suffix(".json"), side, indent=1, sort_keys=True)
         self._tar = None
         self._tmp = None
 
@@ -178,7 +169,7 @@ def write_index(out_dir: str | Path) -> dict:
         for k, v in d["labels"].items():
             labels[k] = labels.get(k, 0) + v
     index = {"num_proxies": total, "num_samples": len(samples), "shards": shards, "labels": dict(sorted(labels.items()))}
-    _atomic_write_text(out_dir / "index.json", json.dumps(index, indent=1))
+    atomic_write_json(out_dir / "index.json", index, indent=1)
     return index
 
 

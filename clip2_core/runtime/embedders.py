@@ -24,6 +24,7 @@ from typing import Any, List, Optional, Protocol, Union, runtime_checkable
 import numpy as np
 
 from clip2_core.encoders.config import PointEncoderConfig
+from clip2_core.fileio import atomic_write_bytes
 from clip2_core.runtime import engine_cache
 from clip2_core.runtime.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata
 
@@ -148,8 +149,6 @@ class TensorRTEmbedder:
                 log.warning("cached TensorRT engine %s failed to deserialize; rebuilding", self.engine_path)
         if engine is None:
             blob = self._build(trt, expected, workspace_bytes)
-            from clip2_core.checkpoint import atomic_write_bytes
-
             atomic_write_bytes(self.engine_path, blob)
             engine_cache.write_meta(self.engine_path, expected)
             engine = runtime.deserialize_cuda_engine(blob)

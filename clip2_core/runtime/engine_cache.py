@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Union
 
+from clip2_core.fileio import atomic_write_json
+
 ENGINE_SUFFIX = ".engine"
 META_SUFFIX = ".engine.json"
 
@@ -90,6 +92,4 @@ def stale_engines(onnx_path: Union[str, Path], keep: Union[str, Path]) -> List[P
 
 
 def write_meta(engine_file: Union[str, Path], meta: EngineMeta) -> None:
-    from clip2_core.checkpoint import atomic_write_json
-
     atomic_write_json(meta_path(engine_file), asdict(meta))

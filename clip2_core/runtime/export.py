@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from clip2_core.encoders.config import PointEncoderConfig
+from clip2_core.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def export_onnx(
     import onnx
     import torch
 
-    from clip2_core.checkpoint import atomic_write_bytes
-
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     m = inference_copy(model)
@@ -79,22 +78,26 @@ def export_onnx(
     x.normal_(generator=torch.Generator().manual_seed(0))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.export.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(
-            m,
-            (x,),
-            str(tmp),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    proto = onnx.load(str(tmp))
-    tmp.unlink()
+    # the exporter writes to a file: a scratch one, removed whatever happens; the final file is
+    # written atomically once the metadata is in and the model checks
+    scratch = out.with_name(f".{out.name}.export.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+            torch.onnx.export(
+                m,
+                (x,),
+                str(scratch),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        proto = onnx.load(str(scratch))
+    finally:
+        scratch.unlink(missing_ok=True)
     meta = {
         "clip2.model_config": json.dumps(config.to_dict()),
         "clip2.weights_sha256": weights_sha,

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from clip2_core.fileio import atomic_write_bytes, atomic_write_json
 from clip2_core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ def save_train_state(path: Path, module, optimizer, step: int, epoch: int, batch
                      best: Optional[float]) -> None:
     import torch
     from safetensors.torch import save as st_save
-
-    from clip2_core.checkpoint import atomic_write_bytes, atomic_write_json
 
     tensors: Dict[str, Any] = {}
     for k, v in module.loss.state_dict().items():
@@ -196,7 +195,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
     import torch
     from torch.utils.data import DataLoader
 
-    from clip2_core.checkpoint import atomic_write_json, save_checkpoint
+    from clip2_core.checkpoint import save_checkpoint
     from clip2_core.encoders import create_point_encoder
     from clip2_core.training.data import ProxyStream, labels_in, make_torch_dataset
     from clip2_core.vlm import DEFAULT_TEMPLATES, FrozenCLIP, VLMConfig, build_text_bank
@@ -403,7 +402,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
         "proxies_per_s_median": float(np.median(throughput)) if throughput else None,
         "world_size": dist_info.world,
         "checkpoint": str(run_dir / f"step-{step:07d}"),
+        "clip": clip.identity,
+        "random_clip": clip.is_random,
     }
+    if clip.is_random:
+        summary["warning"] = "trained against RANDOM CLIP weights: a check that the machinery learns, not a zero-shot model"
     if dist_info.main:
         atomic_write_json(run_dir / "summary.json", summary)
     if dist_info.world > 1:
