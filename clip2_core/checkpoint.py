@@ -21,6 +21,10 @@ Both files are written atomically (:mod:`clip2_core.fileio`: temporary file in t
 directory, fsync, rename); ``config.json`` is written last, so a directory with a config always
 has complete weights. Loading reads tensors with ``safetensors`` only: no ``torch.load``, no
 unpickling.
+
+This module is checkpoint I/O only: it knows the encoder *config* (:mod:`clip2_core.encoders.config`)
+but never the encoder builders. Rebuilding the model stored in a checkpoint is
+:func:`clip2_core.encoders.load_encoder`.
 """
 from __future__ import annotations
 
@@ -143,18 +147,3 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
         path=d,
     )
 
-
-def load_encoder(path: Union[str, Path]):
-    """Rebuild the encoder stored in a checkpoint, in eval mode on CPU.
-
-    Returns ``(model, checkpoint)``.
-    """
-    from clip2_core.encoders import build_point_encoder
-
-    ckpt = load_checkpoint(path)
-    model = build_point_encoder(ckpt.model_config)
-    try:
-        model.load_state_dict(ckpt.state_dict, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"weights in {ckpt.path / WEIGHTS_NAME} do not fit model {ckpt.model_config.name!r}: {exc}") from exc
-    return model.eval(), ckpt

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2_core.checkpoint import load_encoder
+    from clip2_core.encoders import load_encoder
     from clip2_core.runtime.export import export_onnx, onnx_parity
 
     if args.out.suffix != ".onnx":

@@ -7,10 +7,12 @@ Architectures are JSON files in ``model_configs/`` (see :mod:`.config`)::
     ['pointnet2-s-v1', 'pointnet2-tiny-v1', 'sparse-voxel-s-v1']
     >>> enc = create_point_encoder("pointnet2-s-v1")          # random init
     >>> enc = create_point_encoder("pointnet2-s-v1", pretrained="runs/x/checkpoint")
+    >>> enc, ckpt = load_encoder("runs/x/checkpoint")          # whatever model it stores
 
 Input: ``(B, P, 4)`` float32 batches from :func:`.normalize.normalize_clusters`; output:
 ``(B, D)`` float32 L2-normalised embeddings. Importing this package does not import torch;
-building an encoder does.
+building an encoder does. Checkpoint files are read by :mod:`clip2_core.checkpoint`, which
+depends on :mod:`.config` only; this package imports it lazily, so the dependency is one-way.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ __all__ = [
     "build_point_encoder",
     "create_point_encoder",
     "list_models",
+    "load_encoder",
     "load_model_config",
     "normalize_cluster",
     "normalize_clusters",
@@ -89,8 +92,26 @@ def create_point_encoder(
         raise ValueError(
             f"checkpoint {pretrained} holds model {ckpt.model_config.name!r} "
             f"(embed_dim {ckpt.model_config.embed_dim}), which differs from the requested {cfg.name!r} "
-            f"(embed_dim {cfg.embed_dim}); load it with clip2_core.checkpoint.load_encoder instead"
+            f"(embed_dim {cfg.embed_dim}); load it with clip2_core.encoders.load_encoder instead"
         )
     model = build_point_encoder(cfg)
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model.eval()
+
+
+def load_encoder(path: Union[str, Path]):
+    """Rebuild the encoder stored in a checkpoint (directory or either file in it), eval mode, CPU.
+
+    The architecture comes from the checkpoint's own config. Returns ``(model, checkpoint)``
+    with ``checkpoint`` a :class:`clip2_core.checkpoint.Checkpoint`; raises ValueError when the
+    weights do not fit the stored model config.
+    """
+    from clip2_core.checkpoint import WEIGHTS_NAME, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = build_point_encoder(ckpt.model_config)
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"weights in {ckpt.path / WEIGHTS_NAME} do not fit model {ckpt.model_config.name!r}: {exc}") from exc
+    return model.eval(), ckpt

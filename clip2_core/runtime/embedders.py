@@ -67,7 +67,7 @@ class TorchEmbedder:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu") -> "TorchEmbedder":
-        from clip2_core.checkpoint import load_encoder
+        from clip2_core.encoders import load_encoder
 
         model, ckpt = load_encoder(path)
         return cls(model, ckpt.model_config, device)
@@ -245,7 +245,8 @@ def choose_backend(backend: str = "auto", source_is_onnx: bool = False) -> str:
 
 def ensure_onnx(checkpoint: Union[str, Path]) -> Path:
     """``model.onnx`` in the checkpoint directory, exported again when missing or stale."""
-    from clip2_core.checkpoint import load_encoder, resolve_checkpoint_dir
+    from clip2_core.checkpoint import resolve_checkpoint_dir
+    from clip2_core.encoders import load_encoder
     from clip2_core.runtime.export import _state_sha256
 
     d = resolve_checkpoint_dir(checkpoint)

@@ -1,16 +1,22 @@
 """Checkpoints, ONNX export/parity, the Embedder backends and the TensorRT engine cache."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import logging
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from clip2_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_encoder, save_checkpoint
+import clip2_core.checkpoint
+from clip2_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from clip2_core.encoders import load_encoder
 from clip2_core.runtime import engine_cache
 from clip2_core.runtime.embedders import (
     Embedder,
@@ -77,6 +83,27 @@ def test_checkpoint_errors_name_the_file(tmp_path, tiny_encoder):
     with pytest.raises(ValueError, match="do not fit"):
         load_encoder(d2)
     assert not list(tmp_path.glob("**/*.tmp"))  # atomic writes leave no temporaries
+
+
+def _modules_after_import(module: str) -> set:
+    """The ``sys.modules`` names a fresh interpreter holds after ``import module``."""
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_checkpoint_and_encoders_depend_one_way():
+    # checkpoint I/O knows the encoder config, never the builders (nor torch)
+    loaded = _modules_after_import("clip2_core.checkpoint")
+    assert not loaded & {"clip2_core.encoders.pointnet2", "clip2_core.encoders.sparse", "torch"}
+    # the encoders package reads checkpoints lazily, inside load_encoder / create_point_encoder
+    assert "clip2_core.checkpoint" not in _modules_after_import("clip2_core.encoders")
+    # and checkpoint.py's source imports nothing of clip2_core.encoders but .config
+    tree = ast.parse(Path(clip2_core.checkpoint.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m for m in imported if m.startswith("clip2_core.encoders")} == {"clip2_core.encoders.config"}
+    assert "clip2_core.encoders" not in imported
 
 
 # ---------------------------------------------------------------- export
