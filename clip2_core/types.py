@@ -90,6 +90,7 @@ class Frame:
     token: Optional[str] = None  # dataset id (e.g. nuScenes sample token)
     scene: Optional[str] = None  # scene / log name
     gt_boxes: List[Box3D] = field(default_factory=list)  # ground truth in the LiDAR frame, when known
+    intensity_max: Optional[float] = None  # the sensor's intensity full scale (nuScenes 255, KITTI 1); None: the encoder's
 
     def __post_init__(self) -> None:
         pts = np.asarray(self.points, dtype=np.float32)

@@ -12,6 +12,13 @@ or ``"local-dir:/path"`` / ``"hf-hub:org/repo"``) and ``VLMConfig.pretrained``:
   ``torch.load(weights_only=True)``);
 * ``None`` with a plain architecture name: **random weights** — logged as a WARNING, for tests.
 
+Random weights stay random when saved to a file: :attr:`FrozenCLIP.is_random` is also true for a
+weights file whose safetensors metadata says ``clip2.random_init`` (what clip2 writes when it
+saves random weights, see :func:`save_random_clip_weights`), and for any weights whose learned
+``logit_scale`` still holds open_clip's initial value (``ln(1/0.07)``, or ``ln(10)`` for SigLIP):
+training always moves it. Callers refuse random weights unless the user opts in
+(:func:`clip2_core.recognition.check_clip`).
+
 Availability is decided up front, without network access: when the weights are not on disk
 the loader raises :class:`WeightsUnavailableError` immediately (well under a second) with the
 ways to provide them, instead of letting the hub client retry for tens of seconds.
@@ -56,6 +63,51 @@ DEFAULT_TEMPLATES: Tuple[str, ...] = (
 
 class WeightsUnavailableError(RuntimeError):
     """The requested CLIP weights are not on this machine (and downloading is not allowed)."""
+
+
+RANDOM_INIT_METADATA_KEY = "clip2.random_init"  # safetensors metadata flag on files holding random weights
+# open_clip's initial logit_scale values (CLIP: ln(1/0.07); SigLIP: ln(10)); a trained model has moved away from them
+_INITIAL_LOGIT_SCALES = (float(np.log(1 / 0.07)), float(np.log(10.0)))
+
+
+def safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (header only; ``{}`` for other formats or no metadata)."""
+    p = Path(path)
+    if p.suffix != ".safetensors" or not p.is_file():
+        return {}
+    try:
+        with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return {}
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def save_random_clip_weights(model: Any, path: Union[str, Path]) -> Path:
+    """Save a randomly initialised open_clip model's weights as safetensors, flagged as random."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p),
+              metadata={RANDOM_INIT_METADATA_KEY: "true"})
+    return p
+
+
+def logit_scale_at_init(model: Any) -> bool:
+    """True when the model's ``logit_scale`` still equals one of open_clip's initial values."""
+    ls = getattr(model, "logit_scale", None)
+    if ls is None:
+        return False
+    try:
+        v = float(ls.detach().float().reshape(-1)[0])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return False
+    return any(abs(v - init) < 1e-6 for init in _INITIAL_LOGIT_SCALES)
 
 
 @dataclass
@@ -107,6 +159,7 @@ class ResolvedWeights:
     force_quick_gelu: bool = False
     force_preprocess_cfg: Optional[Dict[str, Any]] = None
     random: bool = False
+    random_reason: str = ""  # why the weights count as random
 
 
 def _cached_hub_file(repo_id: str, filenames: Sequence[str], cache_dir: Optional[str]) -> Optional[str]:
@@ -142,7 +195,9 @@ def resolve_weights(cfg: VLMConfig) -> ResolvedWeights:
             raise WeightsUnavailableError(f"{cfg.model}: no *.safetensors / *.bin / *.pth weights in {d}")
         if cfg.pretrained:
             log.warning("ignoring pretrained=%r: the weights come from %s", cfg.pretrained, cfg.model)
-        return ResolvedWeights(cfg.model, None, f"file:{sha256_file(ckpt)}")
+        flagged = safetensors_metadata(ckpt).get(RANDOM_INIT_METADATA_KEY) == "true"
+        return ResolvedWeights(cfg.model, None, f"file:{sha256_file(ckpt)}", random=flagged,
+                               random_reason=f"{Path(ckpt).name} is flagged as random weights" if flagged else "")
 
     if cfg.model.startswith("hf-hub:"):
         repo = cfg.model[len("hf-hub:"):]
@@ -163,12 +218,15 @@ def resolve_weights(cfg: VLMConfig) -> ResolvedWeights:
         )
     p = cfg.pretrained
     if not p:
-        return ResolvedWeights(cfg.model, None, f"random:seed{cfg.seed}", random=True)
+        return ResolvedWeights(cfg.model, None, f"random:seed{cfg.seed}", random=True,
+                               random_reason="no pretrained weights were given")
     looks_like_path = os.sep in p or p.endswith((".safetensors", ".pt", ".pth", ".bin")) or os.path.exists(p)
     if looks_like_path:
         if not os.path.isfile(p):
             raise FileNotFoundError(f"CLIP weights file not found: {p}")
-        return ResolvedWeights(cfg.model, p, f"file:{sha256_file(p)}")
+        flagged = safetensors_metadata(p).get(RANDOM_INIT_METADATA_KEY) == "true"
+        return ResolvedWeights(cfg.model, p, f"file:{sha256_file(p)}", random=flagged,
+                               random_reason=f"{os.path.basename(p)} is flagged as random weights" if flagged else "")
 
     tag_cfg = get_pretrained_cfg(arch, p)
     if not tag_cfg:
@@ -228,17 +286,21 @@ class FrozenCLIP:
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(r.model_name)
         self.device = torch.device(config.device)
-        if r.random:
+        if not r.random and logit_scale_at_init(model):
+            r.random = True
+            r.random_reason = "its logit_scale still has open_clip's initial value: the weights were never trained"
+        if r.random and r.pretrained is None and r.weights_id.startswith("random:"):
             sd = model.state_dict()
             h = hashlib.sha256()
             for k in sorted(sd):
                 h.update(k.encode())
                 h.update(sd[k].detach().cpu().float().numpy().tobytes())
             r.weights_id = f"random:{h.hexdigest()}"
+        if r.random:
             log.warning(
-                "CLIP model %s has RANDOM weights (no pretrained weights given): its labels are NOT zero-shot "
+                "CLIP model %s has RANDOM weights (%s): its labels are NOT zero-shot "
                 "results. Pass pretrained=<tag or file> or a local-dir: model for real CLIP.",
-                config.model,
+                config.model, r.random_reason,
             )
         with torch.no_grad():
             self.embed_dim = int(self._encode_tokens(self.tokenizer(["a"])).shape[1])
@@ -248,10 +310,25 @@ class FrozenCLIP:
         return self.resolved.weights_id
 
     @property
+    def is_random(self) -> bool:
+        """True for random weights: none given, a file flagged as random, or an untrained logit_scale."""
+        return bool(self.resolved.random)
+
+    @property
+    def random_reason(self) -> str:
+        return self.resolved.random_reason
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's trained softmax temperature ``exp(logit_scale)`` (100 for OpenAI CLIP)."""
+        ls = getattr(self.model, "logit_scale", None)
+        return float(ls.detach().float().exp().reshape(-1)[0]) if ls is not None else 100.0
+
+    @property
     def identity(self) -> Dict[str, Any]:
-        """JSON-able description of the model and weights (stored in checkpoints)."""
+        """JSON-able description of the model and weights (stored in checkpoints and every output)."""
         return {"model": self.config.model, "pretrained": self.config.pretrained, "weights_id": self.weights_id,
-                "embed_dim": self.embed_dim}
+                "embed_dim": self.embed_dim, "random": self.is_random}
 
     def _encode_tokens(self, tokens: Any) -> Any:
         import torch

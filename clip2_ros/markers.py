@@ -10,7 +10,12 @@ The JSON document (one per frame, ``~/detections/json``) is::
      "detections": [{"label": "car", "score": 0.83, "cluster_id": 3, "num_points": 412,
                      "box": {"center": [x, y, z], "size": [l, w, h], "yaw": 0.1},
                      "top_k": [["car", 0.83], ["truck", 0.1]]}, ...],
-     "timings_ms": {"ground": 4.1, ...}}
+     "timings_ms": {"ground": 4.1, ...},
+     "clip": {"model": "ViT-B-32", "weights_id": "tag:ViT-B-32/openai", "random": false},
+     "random_clip": false, "encoder": "pointnet2-s-v1", "backend": "onnxruntime"}
+
+With random CLIP weights (allowed only by ``clip.allow_random``) the document says
+``"random_clip": true`` and carries a ``"warning"``.
 
 Boxes are in ``frame_id`` with the clip2 box convention (centre, lwh, yaw about +z).
 """
@@ -147,10 +152,14 @@ def detections_to_dict(
     vocabulary: Optional[Sequence[str]] = None,
     timings_ms: Optional[Dict[str, float]] = None,
     image_used: Optional[Sequence[bool]] = None,
+    identity: Optional[Dict] = None,
 ) -> dict:
     """The per-frame JSON document as a dict (see the module docstring).
 
     ``image_used`` (per detection): whether a camera crop was fused into its label.
+    ``identity``: what produced the labels (:attr:`clip2_core.recognition.Recognizer.identity`:
+    ``clip`` model and weights identity, ``random_clip``, encoder, backend); copied into the
+    document, with a ``warning`` when the CLIP weights are random.
     """
     dets = []
     for i, d in enumerate(detections):
@@ -169,13 +178,18 @@ def detections_to_dict(
                 "image_used": bool(image_used[i]) if image_used is not None and i < len(image_used) else False,
             }
         )
-    return {
+    doc = {
         "stamp": float(stamp),
         "frame_id": frame_id,
         "vocabulary": list(vocabulary) if vocabulary is not None else None,
         "detections": dets,
         "timings_ms": {k: round(float(v), 3) for k, v in (timings_ms or {}).items()},
     }
+    if identity is not None:
+        doc.update({k: identity[k] for k in ("clip", "random_clip", "encoder", "backend") if k in identity})
+        if identity.get("random_clip"):
+            doc["warning"] = "CLIP weights are RANDOM: these labels are not zero-shot results"
+    return doc
 
 
 def detections_to_json(*args, **kwargs) -> str:

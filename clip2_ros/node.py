@@ -51,6 +51,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64, String
 from visualization_msgs.msg import MarkerArray
 
+from clip2_core.frames import frame_from_arrays, keep_range_for, pick_nearest_stamp
 from clip2_core.types import CameraView, Frame
 
 from clip2_ros import params as P
@@ -96,11 +97,12 @@ class _CameraState:
         self.images: Deque[Tuple[float, Any]] = deque(maxlen=CAMERA_BUFFER)  # (stamp [s], msg)
         self.info: Optional[CameraInfo] = None
 
-    def nearest(self, t: float) -> Optional[Tuple[float, Any]]:
+    def pick(self, t: float, max_offset: float) -> Tuple[Optional[Tuple[float, Any]], float]:
+        """``((stamp, msg) or None, offset [s])``: the buffered image that belongs to the sweep at ``t``."""
         with self.lock:
-            if not self.images:
-                return None
-            return min(self.images, key=lambda sm: abs(sm[0] - t))
+            images = list(self.images)
+        i, offset = pick_nearest_stamp([st for st, _ in images], t, max_offset)
+        return (images[i] if i is not None else None), offset
 
 
 class LidarOpenVocabNode(Node):
@@ -129,9 +131,15 @@ class LidarOpenVocabNode(Node):
         self.params = self._declare_and_validate()
         self._throttle_s = self.params.warn_throttle_s
         max_range = float(self.params.pipeline["segmentation"].get("cluster", {}).get("max_range", 80.0))
-        self._max_keep_range = max(2.0 * max_range, max_range + 50.0)  # [m] farther points are dropped
+        self._max_keep_range = keep_range_for(max_range)  # [m] farther points are dropped
 
         self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
+        self._identity = self.pipeline.recognizer.identity
+        if self._identity.get("random_clip"):
+            self.get_logger().warning(
+                "CLIP weights are RANDOM (clip.allow_random is true): labels are NOT zero-shot results; "
+                "every JSON document says random_clip: true"
+            )
         self.get_logger().info(
             f"pipeline ready; vocabulary ({len(self.pipeline.vocabulary)}): {list(self.pipeline.vocabulary)}"
         )
@@ -232,10 +240,8 @@ class LidarOpenVocabNode(Node):
             templates = P.validate_templates(new.get("clip.templates", self.get_parameter("clip.templates").value))
         except P.ParameterError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if templates is None:  # [""]: back to the built-in prompt ensemble
-            from clip2_core.vlm import DEFAULT_TEMPLATES
-
-            templates = list(DEFAULT_TEMPLATES)
+        if templates is None:  # [""]: the encoder's training templates, else the built-in set
+            templates = list(self.pipeline.recognizer.default_templates)
         self._vocab_requests.put((vocab, templates))
         return SetParametersResult(successful=True)
 
@@ -316,18 +322,18 @@ class LidarOpenVocabNode(Node):
     def _camera_views(self, t: float, lidar_frame: str) -> Dict[str, CameraView]:
         views: Dict[str, CameraView] = {}
         for name, state in self.cameras.items():
-            picked = state.nearest(t)
+            picked, offset = state.pick(t, self.params.max_time_offset)
             if picked is None:
-                self._warn("camera_skipped", f"{name}: no image received yet; LiDAR-only for this camera")
+                if offset == float("inf"):
+                    self._warn("camera_skipped", f"{name}: no image received yet; LiDAR-only for this camera")
+                else:
+                    self._warn(
+                        "camera_skipped",
+                        f"{name}: nearest image is {offset * 1e3:.0f} ms from the sweep "
+                        f"(max_time_offset {self.params.max_time_offset * 1e3:.0f} ms); not used",
+                    )
                 continue
             t_img, msg = picked
-            if abs(t_img - t) > self.params.max_time_offset:
-                self._warn(
-                    "camera_skipped",
-                    f"{name}: nearest image is {abs(t_img - t) * 1e3:.0f} ms from the sweep "
-                    f"(max_time_offset {self.params.max_time_offset * 1e3:.0f} ms); not used",
-                )
-                continue
             with state.lock:
                 info = state.info
             if info is None:
@@ -366,79 +372,54 @@ class LidarOpenVocabNode(Node):
         t = stamp_to_seconds(msg.header.stamp)
         try:
             points, names = pointcloud2_to_array(msg)
-        except CloudFormatError as exc:
+            frame, drops = frame_from_arrays(
+                points, names, stamp=t, frame_id=frame_id, intensity_field=self.params.intensity_field,
+                intensity_max=self.params.intensity_max, keep_range=self._max_keep_range,
+            )
+        except (CloudFormatError, ValueError) as exc:
             self._warn("malformed_cloud", f"PointCloud2 skipped: {exc}")
             return
-        finite = np.isfinite(points[:, :3]).all(axis=1)
-        if not finite.all():
-            self._count("nonfinite_points", int((~finite).sum()))
-            points = points[finite]
-        # Returns far beyond the clustering range cannot change any detection (the ground window
-        # is a few metres) but would blow up the ground grid: drop them.
-        with np.errstate(over="ignore", invalid="ignore"):
-            near = np.hypot(points[:, 0], points[:, 1]) <= self._max_keep_range
-            near &= np.abs(points[:, 2]) <= self._max_keep_range
-        if not near.all():
-            n_far = int((~near).sum())
-            self._warn("out_of_range_points", f"{n_far} points beyond {self._max_keep_range:.0f} m dropped", n_far)
-            points = points[near]
-        inten = self.params.intensity_field
-        cols = [0, 1, 2] + ([names.index(inten)] if inten and inten in names else [])
-        frame = Frame(
-            points=np.ascontiguousarray(points[:, cols]),
-            point_fields=("x", "y", "z", "intensity")[: len(cols)],
-            stamp=t,
-            frame_id=frame_id,
-        )
+        if drops.nonfinite:
+            self._count("nonfinite_points", drops.nonfinite)
+        if drops.out_of_range:
+            self._warn("out_of_range_points", f"{drops.out_of_range} points beyond {self._max_keep_range:.0f} m dropped",
+                       drops.out_of_range)
+        if drops.intensity_missing:
+            self._warn("intensity_missing", f"the cloud has no '{self.params.intensity_field}' field: intensity is zero")
         timings: Dict[str, float] = {"decode": (time.perf_counter() - t0) * 1e3}
         if frame.points.shape[0] == 0:
             self._warn("empty_cloud", "empty PointCloud2 (or no finite points): publishing no detections")
-            self._publish(msg, frame, [], None, timings, t0, None, [])
+            self._publish(msg, frame, [], None, timings, t0, list(self.pipeline.vocabulary), [])
             return
         t1 = time.perf_counter()
         if self.cameras and self.params.pipeline.get("ensemble", False):
             frame.cameras = self._camera_views(t, frame_id)
         timings["cameras"] = (time.perf_counter() - t1) * 1e3
-        vocab_before = list(self.pipeline.vocabulary)
         try:
             result = self.pipeline.process(frame)
         except Exception as exc:
-            if not frame.cameras:
-                self._warn("inference_error", f"frame skipped: {type(exc).__name__}: {exc}")
-                return
-            self._warn("inference_error", f"{type(exc).__name__}: {exc}; retrying LiDAR-only")
-            frame.cameras = {}
-            try:
-                result = self.pipeline.process(frame)
-            except Exception as exc2:
-                self._warn("inference_error", f"frame skipped: {type(exc2).__name__}: {exc2}")
-                return
+            self._warn("inference_error", f"frame skipped: {type(exc).__name__}: {exc}")
+            return
+        if result.lidar_only_fallback:
             self._count("lidar_only_fallback")
         # pipeline stages keep their names; its own total becomes "pipeline" ("total" is the node's)
         timings.update({("pipeline" if k == "total" else k): float(v) for k, v in result.timings_ms.items()})
-        self._publish(
-            msg, frame, result.detections, result.segmentation, timings, t0, vocab_before,
-            list(getattr(result, "image_used", []) or []),
-        )
+        self._publish(msg, frame, result.detections, result.segmentation, timings, t0, result.vocabulary,
+                      list(result.image_used))
 
     def _publish(
         self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float,
-        vocab_before: Optional[List[str]] = None, image_used: Optional[List[bool]] = None,
+        vocabulary: List[str], image_used: Optional[List[bool]] = None,
     ) -> None:
+        """Publish one frame's outputs; ``vocabulary``: the one its labels come from (label_id indexes it)."""
         t_pub = time.perf_counter()
         stamp = msg.header.stamp
-        vocab = list(self.pipeline.vocabulary)
-        if vocab_before is not None and vocab_before != vocab:
-            # the text bank was swapped while this frame was processed: report the one it used
-            used = {d.label for d in detections} - {"unknown"}
-            if not used <= set(vocab):
-                vocab = vocab_before
         # messages are built only for topics someone listens to (rviz, a recorder, a consumer)
         if self.pub_markers.get_subscription_count() > 0:
             self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
         if self.params.publish_points and segmentation is not None and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(
-                labelled_cloud(frame.points, segmentation.labels, detections, vocab, frame.frame_id, stamp)
+                labelled_cloud(frame.points, segmentation.labels, detections, vocabulary, frame.frame_id, stamp)
             )
         if self.pub_vision is not None and self.pub_vision.get_subscription_count() > 0:
             self.pub_vision.publish(detections_to_vision_msgs(detections, frame.frame_id, stamp))
@@ -446,7 +427,8 @@ class LidarOpenVocabNode(Node):
         total = (time.perf_counter() - t0) * 1e3
         self.pub_json.publish(
             String(data=detections_to_json(
-                detections, frame.stamp, frame.frame_id, vocab, dict(timings, total=total), image_used
+                detections, frame.stamp, frame.frame_id, vocabulary, dict(timings, total=total), image_used,
+                identity=self._identity,
             ))
         )
         self.pub_time.publish(Float64(data=total))

@@ -9,7 +9,8 @@ plus one group per name: ``cameras.CAM_FRONT.image_topic``, ``.compressed``,
 ``.camera_info_topic``, ``.frame_id``, ``.T_lidar_to_cam`` (16 numbers, row-major).
 
 Empty strings stand for "not set" (ROS parameters have no null) and ``clip.templates: [""]``
-for "the built-in templates" (ROS parameter files cannot hold empty lists).
+for "the encoder's training templates, else the built-in set" (ROS parameter files cannot hold
+empty lists).
 
 Nothing here imports rclpy: these functions are shared by the node, the tests and the docs.
 """
@@ -257,6 +258,7 @@ class NodeParams:
     lidar_topic: str
     lidar_frame_id: str  # "" = the cloud header frame
     intensity_field: str  # PointField used as intensity ("" = none)
+    intensity_max: Optional[float]  # the sensor's intensity full scale; None = the encoder's training scale
     cameras: List[CameraParams]  # empty when cameras are disabled
     max_time_offset: float  # [s]
     use_tf: bool
@@ -270,7 +272,7 @@ def pipeline_dict(nested: Mapping[str, Any]) -> Dict[str, Any]:
     """The pipeline's part of the parameters, with ROS stand-ins turned into None ("" paths, [""] templates)."""
     out = json.loads(json.dumps({k: _plain(nested[k]) for k in PIPELINE_KEYS if k in nested}))
     model = out.get("model", {})
-    for k in ("checkpoint", "onnx", "engine"):
+    for k in ("checkpoint", "onnx"):
         if model.get(k) == "":
             model[k] = None
     if model.get("num_threads") == 0:
@@ -305,6 +307,7 @@ def node_params(nested: Mapping[str, Any]) -> NodeParams:
         lidar_topic=nested["lidar"]["topic"],
         lidar_frame_id=nested["lidar"]["frame_id"],
         intensity_field=nested["lidar"]["intensity_field"],
+        intensity_max=float(nested["lidar"]["intensity_max"]) or None,
         cameras=cameras,
         max_time_offset=float(nested["max_time_offset"]),
         use_tf=bool(nested["use_tf"]),

@@ -104,7 +104,7 @@ class TrainedTinyModel:
         d = {
             "model": {"checkpoint": str(self.checkpoint), "backend": "torch"},
             "clip": {"model": self.clip.name, "weights": str(self.clip.weights_file),
-                     "model_config_file": str(self.clip.config_file)},
+                     "model_config_file": str(self.clip.config_file), "allow_random": True},
             "vocabulary": list(self.vocabulary),
         }
         d.update(extra)

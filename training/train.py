@@ -24,15 +24,19 @@ def main(argv=None) -> int:
                         help="leave after this step with a checkpoint (time-boxed jobs); --resume continues")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from clip2_core.cli import setup_logging, user_error
+
+    # clip2's own progress (INFO) by default, other libraries' chatter only with --verbose
+    setup_logging(2 if args.verbose else 0, quiet_level=logging.INFO)
     from clip2_core.training.config import load_train_config
     from clip2_core.training.trainer import train
 
     try:
         cfg = load_train_config(args.config, args.overrides)
         summary = train(cfg, resume=args.resume, stop_at=args.stop_at)
-    except (FileNotFoundError, ValueError) as exc:
+    except Exception as exc:
+        if not user_error(exc):
+            raise
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,17 +37,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietThirdParty(logging.Filter):
+    """Default (not --verbose) logging: clip2's own warnings and everyone's errors, nothing else.
+
+    open_clip, transformers and friends log INFO lines (and a "randomly initialised" warning of
+    their own) through the root logger; clip2 says what matters itself (progress bars, summary
+    lines, and its own loud warning for random CLIP weights).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.startswith("clip2")
+
+
+def setup_logging(verbose: int = 0, quiet_level: int = logging.WARNING) -> None:
+    """Quiet by default (clip2's own records from ``quiet_level`` up, others' errors only);
+    ``-v``: INFO from everyone; ``-vv``: DEBUG."""
+    level = {0: quiet_level, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if verbose == 0:
+        for h in logging.getLogger().handlers:
+            h.addFilter(_QuietThirdParty())
+    import warnings
+
+    if verbose == 0:  # library deprecation chatter is not the user's business
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(open_clip|torch|transformers)\b")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def user_error(exc: BaseException) -> bool:
+    """Errors that end a command with a one-line message (exit 2) instead of a traceback."""
+    from clip2_core.vlm import WeightsUnavailableError
+
+    return isinstance(exc, (FileNotFoundError, ValueError, WeightsUnavailableError))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except Exception as exc:
+        if not user_error(exc):
+            raise
         print(f"clip2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -39,43 +39,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
     r.add_argument("--templates", nargs="*", default=None,
                    help="prompt templates with {} (default: those the encoder was trained with, else the built-in ensemble)")
+    r.add_argument("--allow-random-clip", action="store_true",
+                   help="accept RANDOM CLIP weights (tests, demos); the report then says so")
+    r.add_argument("--allow-clip-mismatch", action="store_true",
+                   help="accept CLIP weights other than those the encoder was trained against")
+    r.add_argument("--segmentation-config", type=Path, default=None,
+                   help="the pipeline's segmentation config (YAML/JSON with ground/cluster sections, e.g. "
+                        "config/segmentation.yaml); its ground filter is applied to the crops")
     r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many keyframes")
     r.add_argument("--out", type=Path, required=True, help="report folder")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=run_recognition)
 
 
+def pipeline_config_from_args(args: argparse.Namespace):
+    """The :class:`~clip2_core.pipeline.PipelineConfig` an evaluation runs (the node's, given the same settings)."""
+    from clip2_core.cli.cluster import load_segmentation_config
+    from clip2_core.pipeline import PipelineConfig
+
+    return PipelineConfig.from_dict({
+        "segmentation": load_segmentation_config(args.segmentation_config, {}).to_dict(),
+        "model": {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
+                  "onnx": str(args.onnx) if args.onnx else None, "backend": args.backend},
+        "clip": {"model": args.clip_model, "weights": args.clip_weights, "model_config_file": args.clip_config,
+                 "templates": args.templates or None, "allow_random": bool(args.allow_random_clip),
+                 "allow_mismatch": bool(args.allow_clip_mismatch)},
+        "ensemble": bool(args.ensemble),
+        "ensemble_weight": args.ensemble_weight,
+    })
+
+
 def run_recognition(args: argparse.Namespace) -> int:
-    from clip2_core.checkpoint import read_checkpoint_config
     from clip2_core.datasets.nuscenes import NuScenesReader
     from clip2_core.eval.recognition import evaluate_recognition, load_vocabulary, write_report
+    from clip2_core.recognition import Recognizer, trained_metadata
     from clip2_core.runtime.embedders import create_embedder
-    from clip2_core.runtime.export import read_onnx_metadata
-    from clip2_core.vlm import FrozenCLIP, VLMConfig
 
-    source = args.onnx or args.checkpoint
-    embedder = create_embedder(source, backend=args.backend)
-    meta = read_onnx_metadata(args.onnx) if args.onnx else read_checkpoint_config(args.checkpoint)
-    trained = meta.get("clip") or {}
-    templates = args.templates or (meta.get("extra") or {}).get("templates")
-    model = args.clip_model or trained.get("model")
-    weights = args.clip_weights if args.clip_weights is not None else trained.get("pretrained")
-    if model is None:
-        raise ValueError("the encoder does not record its CLIP model: pass --clip-model (and --clip-weights)")
-    clip = FrozenCLIP(VLMConfig(model=model, pretrained=weights, model_config_file=args.clip_config))
-    if trained.get("weights_id") and trained["weights_id"] != clip.weights_id:
-        print(f"warning: encoder trained against CLIP {trained['weights_id'][:20]}..., evaluating with {clip.weights_id[:20]}...")
+    cfg = pipeline_config_from_args(args)
     vocab = load_vocabulary(args.vocab)
+    embedder = create_embedder(cfg.model.onnx or cfg.model.checkpoint, backend=cfg.model.backend)
+    cfg.vocabulary = [t for _, t in vocab]
+    recognizer = Recognizer(cfg.recognition(), embedder, trained=trained_metadata(cfg.model.checkpoint, cfg.model.onnx))
     split = None if args.split == "all" else args.split
     reader = NuScenesReader(args.dataroot, args.version, split=split, scenes=args.scenes, class_map=args.class_map,
                             load_images=args.ensemble, cameras=None if args.ensemble else ())
     tokens = reader.sample_tokens[: args.max_samples] if args.max_samples else reader.sample_tokens
     frames = (reader.frame(t) for t in tokens)
-    report = evaluate_recognition(frames, embedder, clip, vocab, min_points=args.min_points,
-                                  ensemble_weight=args.ensemble_weight if args.ensemble else None, templates=templates,
-                                  progress=not args.no_progress, remove_ground_points=not args.keep_ground)
+    report = evaluate_recognition(frames, recognizer, vocab, min_points=args.min_points, ensemble=args.ensemble,
+                                  ground=cfg.segmentation.ground, progress=not args.no_progress,
+                                  remove_ground_points=not args.keep_ground)
     report.meta.update({"dataroot": args.dataroot.name, "version": args.version, "split": args.split, "samples": len(tokens),
-                        "source": str(source)})
+                        "source": str(args.onnx or args.checkpoint)})
     paths = write_report(report, args.out, title=f"Recognition: {args.version} {args.split}")
     print(Path(paths["md"]).read_text())
     print(json.dumps({k: str(v) for k, v in paths.items()}))

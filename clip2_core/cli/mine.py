@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--lidar-proposals", action="store_true", help="no 2D detector: LiDAR clusters named by CLIP")
     p.add_argument("--queries", nargs="*", default=None, help="vocabulary for --detector / --lidar-proposals")
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture or local-dir:PATH")
-    p.add_argument("--clip-weights", default=None, help="pretrained tag or weights file (none = RANDOM, warned)")
+    p.add_argument("--clip-weights", default=None,
+                   help="pretrained tag (from your hub cache) or weights file; none = RANDOM, refused without --allow-random-clip")
+    p.add_argument("--allow-random-clip", action="store_true",
+                   help="accept RANDOM CLIP weights (tests, demos): image embeddings are then meaningless, and the summary says so")
     p.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
     p.add_argument("--resume", action="store_true", help="skip samples finished by an earlier run")
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from clip2_core.mining.miner import MineConfig, MineStats, mine_frame
     from clip2_core.mining.select import FrustumConfig
     from clip2_core.mining.shards import ShardWriter, finished_samples, write_index
+    from clip2_core.recognition import ClipConfig, check_clip
     from clip2_core.vlm import FrozenCLIP, VLMConfig
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_samples is not None:
         tokens = tokens[: args.max_samples]
     clip = FrozenCLIP(VLMConfig(model=args.clip_model, pretrained=args.clip_weights, model_config_file=args.clip_config))
+    check_clip(clip, None, ClipConfig(allow_random=args.allow_random_clip), what="clip2 mine")
     if args.detections:
         from clip2_core.mining.detectors import DetectionsFile
 
@@ -116,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
     writer.close()
     if dist is not None:
         dist.barrier()
-    summary = {"rank": rank, "world": world, "scenes": mine_scenes, "clip": clip.identity,
+    summary = {"rank": rank, "world": world, "scenes": mine_scenes, "clip": clip.identity, "random_clip": clip.is_random,
                "detector": getattr(detector, "name", "?"), "rule": args.rule, **stats.to_dict()}
     (args.out / f"summary-r{rank:02d}.json").write_text(json.dumps(summary, indent=1, default=str))
     if rank == 0:
         index = write_index(args.out)
         _histogram(args.out / "points_per_proxy.png", stats.points_per_proxy)
+        if clip.is_random:
+            print("NOTE: CLIP weights are RANDOM (--allow-random-clip): the proxies' image embeddings are not CLIP's")
         print(f"mined {stats.proxies} proxies from {stats.samples} samples ({stats.samples_skipped_resume} already done); "
               f"index: {index['num_proxies']} proxies in {len(index['shards'])} shards")
         print(f"skipped: {stats.no_points} proposals without a plausible object, {stats.duplicates} cross-camera duplicates, "

@@ -73,6 +73,9 @@ CLASS_MAPS: Dict[str, Dict[str, str]] = {"detection": DETECTION_CLASS_MAP, "long
 ClassMapLike = Union[None, str, Path, Mapping[str, Optional[str]]]
 
 
+NUSCENES_INTENSITY_MAX = 255.0  # LIDAR_TOP intensity full scale (also clip2 synth's)
+
+
 def load_class_map(class_map: ClassMapLike = None) -> Dict[str, str]:
     """A category -> class dict from None (detection map), a name in ``CLASS_MAPS``, a JSON file path or a dict.
 
@@ -277,7 +280,7 @@ class NuScenesReader:
         return Frame(
             points=points, point_fields=fields, cameras=cameras, stamp=lidar_sd["timestamp"] * 1e-6,
             frame_id="LIDAR_TOP", token=sample_token, scene=self._scene_of.get(sample_token),
-            gt_boxes=self.gt_boxes(lidar_tok),
+            gt_boxes=self.gt_boxes(lidar_tok), intensity_max=NUSCENES_INTENSITY_MAX,
         )
 
     def gt_boxes(self, lidar_sd_token: str) -> List[Box3D]:

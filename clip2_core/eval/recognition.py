@@ -13,12 +13,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from clip2_core.geometry import box_to_2d
 from clip2_core.types import Frame
+
+if TYPE_CHECKING:
+    from clip2_core.segmentation import GroundConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,65 +103,52 @@ class RecognitionReport:
                 "meta": self.meta}
 
 
-def _best_crop_boxes(frame: Frame, boxes: np.ndarray):
-    """Per object: (camera name, 2D box) of the camera where it projects largest, or None."""
-    out = []
-    for b in boxes:
-        best = None
-        for cam in frame.cameras.values():
-            if cam.image is None:
-                continue
-            bb = box_to_2d(b, cam.K, cam.T_lidar_to_cam, cam.size_wh)
-            if bb is None:
-                continue
-            area = (bb[2] - bb[0]) * (bb[3] - bb[1])
-            if area >= 64 and (best is None or area > best[0]):
-                best = (area, cam.name, bb)
-        out.append(None if best is None else best[1:])
-    return out
-
-
 def evaluate_recognition(
     frames: Iterable[Frame],
-    embedder,
-    clip,
+    recognizer,
     vocabulary: Sequence[Tuple[str, str]],
     min_points: int = 5,
-    ensemble_weight: Optional[float] = None,
-    templates: Optional[Sequence[str]] = None,
-    cache_dir: Optional[str] = None,
-    seed: int = 0,
+    ensemble: bool = False,
+    ground: Optional["GroundConfig"] = None,
     progress: bool = True,
     remove_ground_points: bool = True,
 ) -> RecognitionReport:
     """Run the protocol over ``frames`` (with ``gt_boxes``; cameras with images for the ensemble).
 
-    With ``remove_ground_points`` (default) the crop is the box's points minus those the
-    pipeline's ground filter removes, i.e. what the online pipeline would see of the object;
-    ``min_points`` counts the remaining points. Off: every point inside the box (the road patch
-    under the object included).
+    Args:
+        recognizer: the :class:`clip2_core.recognition.Recognizer` the pipeline runs (its CLIP,
+            templates, normalisation, camera-crop choice and fusion weight are what is measured).
+        vocabulary: ``(ground-truth label, text given to CLIP)`` pairs; the recognizer's own
+            vocabulary is left as it is.
+        ensemble: also score the point + image ensemble.
+        ground: the pipeline's ground filter (``PipelineConfig.segmentation.ground``; default
+            :class:`~clip2_core.segmentation.GroundConfig`).
+        remove_ground_points: crop the box's points minus those the ground filter removes, i.e.
+            what the online pipeline sees of the object (``min_points`` counts what remains);
+            off: every point inside the box.
+
+    Each crop goes through the recognition step exactly as a cluster of the same points would
+    in :meth:`clip2_core.pipeline.Pipeline.process`: centred on its fitted box, sampled with the
+    recognizer's seed, its camera crop chosen from the fitted box.
     """
     from tqdm import tqdm
 
     from clip2_core.datasets.nuscenes import GTCrop, box_point_masks, gt_object_crops
-    from clip2_core.segmentation import remove_ground
-    from clip2_core.training.data import encoder_input
-    from clip2_core.vlm import DEFAULT_TEMPLATES, build_text_bank
-    from clip2_core.zeroshot import ZeroShotClassifier
+    from clip2_core.geometry import fit_box
+    from clip2_core.segmentation import GroundConfig, remove_ground
 
+    ground = ground or GroundConfig()
     classes = [c for c, _ in vocabulary]
     texts = [t for _, t in vocabulary]
-    bank = build_text_bank(clip, texts, tuple(templates or DEFAULT_TEMPLATES), cache_dir)
-    clf = ZeroShotClassifier(bank, image_weight=ensemble_weight if ensemble_weight is not None else 0.5)
+    state = recognizer.state if recognizer.vocabulary == texts else recognizer.build_vocabulary(texts, recognizer.templates)
     index = {c: i for i, c in enumerate(classes)}
-    norm = embedder.config.normalization
     y_true: List[int] = []
     y_point: List[int] = []
     y_ens: List[int] = []
     n_images = 0
     for frame in tqdm(frames, desc="eval recognition", unit="frame", disable=not progress):
         if remove_ground_points and frame.gt_boxes:
-            keep = ~remove_ground(frame.points)
+            keep = ~remove_ground(frame.points, ground)
             masks = box_point_masks(frame) & keep[:, None]
             crops = [GTCrop(frame.points[masks[:, j]], str(b.label), b) for j, b in enumerate(frame.gt_boxes)
                      if b.label in index and int(masks[:, j].sum()) >= min_points]
@@ -167,40 +156,38 @@ def evaluate_recognition(
             crops = [c for c in gt_object_crops(frame, min_points=min_points) if c.label in index]
         if not crops:
             continue
-        batch = np.stack([encoder_input(c.points, norm, np.random.default_rng([seed, len(y_true) + i]))
-                          for i, c in enumerate(crops)])
-        emb = embedder.embed(batch)
-        pl = clf.logits(emb)
+        points = [c.points for c in crops]
+        boxes = np.stack([fit_box(p[:, :3]) for p in points])
+        point_only = recognizer.recognize(frame, points, boxes, state=state, ensemble=False)
+        names = point_only.vocabulary
         y_true += [index[c.label] for c in crops]
-        y_point += pl.argmax(axis=1).tolist()
-        if ensemble_weight is not None:
-            where = _best_crop_boxes(frame, np.stack([c.box.as_array() for c in crops]))
-            img = np.zeros_like(emb)
-            valid = np.zeros(len(crops), dtype=bool)
-            by_cam: Dict[str, List[int]] = {}
-            for i, w in enumerate(where):
-                if w is not None:
-                    by_cam.setdefault(w[0], []).append(i)
-            for name, idx in by_cam.items():
-                img[idx] = clip.encode_crops(frame.cameras[name].image, np.stack([where[i][1] for i in idx]))
-                valid[idx] = True
-            n_images += int(valid.sum())
-            y_ens += clf.fuse_logits(pl, clf.logits(img), valid).argmax(axis=1).tolist()
+        y_point += [names.index(lbl) for lbl in _best_names(point_only)]
+        if ensemble:
+            fused = recognizer.recognize(frame, points, boxes, state=state, ensemble=True)
+            n_images += int(fused.image_used.sum())
+            y_ens += [names.index(lbl) for lbl in _best_names(fused)]
     if not y_true:
         raise ValueError(f"no ground-truth crops with >= {min_points} points and a label in the vocabulary {classes}")
+    ident = recognizer.identity
     report = RecognitionReport(
         classes=classes,
         texts=texts,
         point=confusion_metrics(np.array(y_true), np.array(y_point), len(classes)),
-        ensemble=confusion_metrics(np.array(y_true), np.array(y_ens), len(classes)) if ensemble_weight is not None else None,
-        meta={"objects": len(y_true), "min_points": min_points, "ensemble_weight": ensemble_weight,
-              "ground_removed": remove_ground_points,
-              "objects_with_image_crop": n_images, "clip": clip.identity, "backend": getattr(embedder, "name", "?"),
-              "encoder": getattr(embedder.config, "name", "?")},
+        ensemble=confusion_metrics(np.array(y_true), np.array(y_ens), len(classes)) if ensemble else None,
+        meta={"objects": len(y_true), "min_points": min_points,
+              "ensemble_weight": recognizer.config.ensemble_weight if ensemble else None,
+              "ground_removed": remove_ground_points, "objects_with_image_crop": n_images,
+              "clip": recognizer.clip.identity, "random_clip": ident["random_clip"], "backend": ident["backend"],
+              "encoder": ident["encoder"], "templates": list(state.templates)},
     )
-    if str(clip.weights_id).startswith("random"):
+    if ident["random_clip"]:
         report.meta["warning"] = "CLIP weights are RANDOM: these numbers check the machinery, they are not zero-shot results"
     return report
+
+
+def _best_names(result) -> List[str]:
+    """Top-1 vocabulary name per crop (the protocol scores top-1, whatever the unknown threshold)."""
+    return [tk[0][0] for tk in result.top_k]
 
 
 def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:

@@ -50,30 +50,62 @@ def test_labels_match_ground_truth_on_held_out_sweeps(pipeline):
     assert accuracy >= 0.7, (accuracy, pairs)
 
 
-def test_vocabulary_swap_is_atomic_and_used(pipeline, trained_tiny_model):
+def test_vocabulary_swap_is_atomic_and_used(pipeline, trained_tiny_model, monkeypatch):
+    """Force both interleavings with the real parts: a frame processed while the new text bank is
+    being built, and a swap completed while a frame is inside the encoder."""
     frame, _ = _frame(303)
-    before = {d.label for d in pipeline.process(frame).detections}
-    assert before <= set(trained_tiny_model.vocabulary)
+    rec = pipeline.recognizer
+    old_vocab = list(trained_tiny_model.vocabulary)
     new_vocab = ["wheelie bin", "lamp post", "sofa"]
-    results = []
+    before = pipeline.process(frame)
+    assert before.vocabulary == old_vocab and {d.label for d in before.detections} <= set(old_vocab)
 
-    def worker():
-        for _ in range(3):
-            res = pipeline.process(frame)
-            labels = {d.label for d in res.detections}
-            assert labels <= set(res.vocabulary)  # the result names the vocabulary it used
-            results.append(labels)
+    # 1. a frame while the new bank is being built: it is labelled with the old vocabulary
+    building, frame_done = threading.Event(), threading.Event()
+    real_build = rec.build_vocabulary
 
-    t = threading.Thread(target=worker)
-    t.start()
-    pipeline.set_vocabulary(new_vocab)
-    t.join()
-    for labels in results:  # every frame saw one vocabulary, never a mix
-        assert labels <= set(trained_tiny_model.vocabulary) or labels <= set(new_vocab)
-    after = {d.label for d in pipeline.process(frame).detections}
-    assert after and after <= set(new_vocab)
+    def slow_build(*a, **k):
+        building.set()
+        frame_done.wait(60)
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(rec, "build_vocabulary", slow_build)
+    swapper = threading.Thread(target=pipeline.set_vocabulary, args=(new_vocab,))
+    swapper.start()
+    assert building.wait(30)
+    during = pipeline.process(frame)
+    frame_done.set()
+    swapper.join(60)
+    assert not swapper.is_alive()
+    monkeypatch.setattr(rec, "build_vocabulary", real_build)
+    assert during.vocabulary == old_vocab
+    assert {d.label for d in during.detections} <= set(old_vocab)
     assert pipeline.vocabulary == new_vocab
-    pipeline.set_vocabulary(trained_tiny_model.vocabulary)
+
+    # 2. the swap back completes while a frame is inside the encoder: that frame keeps the vocabulary it started with
+    in_encoder, swapped = threading.Event(), threading.Event()
+    real_embed = pipeline.embedder.embed
+
+    def slow_embed(batch):
+        in_encoder.set()
+        swapped.wait(60)
+        return real_embed(batch)
+
+    monkeypatch.setattr(pipeline.embedder, "embed", slow_embed)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(pipeline.process(frame)))
+    worker.start()
+    assert in_encoder.wait(30)
+    pipeline.set_vocabulary(old_vocab)
+    swapped.set()
+    worker.join(60)
+    monkeypatch.setattr(pipeline.embedder, "embed", real_embed)
+    (inflight,) = results
+    assert inflight.vocabulary == new_vocab
+    assert inflight.detections and {d.label for d in inflight.detections} <= set(new_vocab)
+    after = pipeline.process(frame)
+    assert after.vocabulary == old_vocab and {d.label for d in after.detections} <= set(old_vocab)
+    assert pipeline.vocabulary == old_vocab
 
 
 def test_empty_and_nan_frames(pipeline):

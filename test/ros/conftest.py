@@ -61,6 +61,7 @@ def node_model(trained_tiny_model):
         "clip.model": m.clip.name,
         "clip.weights": str(m.clip.weights_file),
         "clip.model_config_file": str(m.clip.config_file),
+        "clip.allow_random": True,
         "vocabulary": list(m.vocabulary),
     }
     return params, list(m.vocabulary)
