@@ -296,8 +296,8 @@ class FrozenCLIP:
                 h.update(k.encode())
                 h.update(sd[k].detach().cpu().float().numpy().tobytes())
             r.weights_id = f"random:{h.hexdigest()}"
-        if r.random:
-            log.warning(
+        if r.random:  # callers that label things refuse this unless allowed (recognition.check_clip), loudly
+            log.info(
                 "CLIP model %s has RANDOM weights (%s): its labels are NOT zero-shot "
                 "results. Pass pretrained=<tag or file> or a local-dir: model for real CLIP.",
                 config.model, r.random_reason,

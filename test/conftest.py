@@ -92,6 +92,9 @@ def make_gt_proxies():
     return write_gt_proxies
 
 
+TRAINED_TEMPLATES = ("a point cloud of a {}.", "a {} on the road.")
+
+
 @dataclass
 class TrainedTinyModel:
     checkpoint: Path  # clip2 checkpoint directory
@@ -116,5 +119,8 @@ def trained_tiny_model(tiny_clip_files, tmp_path_factory) -> TrainedTinyModel:
     from clip2_core.benchmarks.demo_model import train_sweep_model
 
     c = tiny_clip_files
-    summary = train_sweep_model(tmp_path_factory.mktemp("trained_tiny"), c.name, c.weights_file, c.config_file)
+    # trained with two of the built-in templates, so "the encoder's training templates" and
+    # "the built-in set" differ and tests can tell them apart
+    summary = train_sweep_model(tmp_path_factory.mktemp("trained_tiny"), c.name, c.weights_file, c.config_file,
+                                templates=TRAINED_TEMPLATES)
     return TrainedTinyModel(Path(summary["checkpoint"]), tiny_clip_files, summary["vocabulary"], summary)

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "mine",
     "export",
     "eval",
+    "random_clip",
 )
 
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"clip2_core.cli.{name}").register(sub)
+        importlib.import_module(f"clip2_core.cli.{name}").register(sub)  # random_clip -> "random-clip"
     return parser
 
 

@@ -212,6 +212,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
 
     clip = FrozenCLIP(VLMConfig(model=cfg.clip.model, pretrained=cfg.clip.weights, model_config_file=cfg.clip.model_config_file,
                                 seed=cfg.seed))
+    if clip.is_random and dist_info.main:
+        log.warning("training against RANDOM CLIP weights (%s): a check that the machinery learns, not a zero-shot "
+                    "model; the checkpoint and summary say random_clip: true", clip.random_reason)
     vocab = list(cfg.data.vocabulary or sorted(labels_in(cfg.data.train)))
     if len(vocab) < 2:
         raise ValueError(f"need at least 2 labels to train, found {vocab}")

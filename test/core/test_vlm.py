@@ -43,11 +43,12 @@ def test_weights_really_loaded(tiny_clip_files, tiny_clip):
     assert np.abs(rnd.encode_text(["a bus"]) - tiny_clip.encode_text(["a bus"])).max() > 1e-3
 
 
-def test_random_weights_warn(tiny_clip_files, caplog):
-    with caplog.at_level(logging.WARNING, logger="clip2_core.vlm"):
+def test_random_weights_are_marked(tiny_clip_files, caplog):
+    """Random weights are logged and marked; refusing them is the caller's (recognition.check_clip, tested there)."""
+    with caplog.at_level(logging.INFO, logger="clip2_core.vlm"):
         clip = FrozenCLIP(VLMConfig(model=tiny_clip_files.name, model_config_file=str(tiny_clip_files.config_file)))
     assert any("RANDOM weights" in r.message for r in caplog.records)
-    assert clip.weights_id.startswith("random:")
+    assert clip.weights_id.startswith("random:") and clip.is_random and clip.identity["random"] is True
 
 
 def test_missing_tag_fails_fast_offline(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from clip2_core.benchmarks.sweeps import make_sweep
 from clip2_core.geometry import points_in_boxes
+from clip2_core.vlm import DEFAULT_TEMPLATES
 from clip2_ros.conversions import (
     array_to_pointcloud2,
     make_camera_info,
@@ -205,7 +206,7 @@ def test_detections_match_ground_truth(running, wait_for):
         tester.pub_cloud.publish(cloud)
 
     def cameras_in():  # both camera frames are in before the sweep
-        return all(c.info is not None and c.nearest(stamp) is not None for c in node.cameras.values())
+        return all(c.info is not None and c.pick(stamp, 1.0)[0] is not None for c in node.cameras.values())
 
     publish_until(tester, wait_for, publish_camera, cameras_in)
     skipped = node.stats["camera_skipped"]
@@ -239,6 +240,23 @@ def test_detections_match_ground_truth(running, wait_for):
     rec = pointcloud2_to_structured(tester.points[-1])
     assert set(rec.dtype.names) == {"x", "y", "z", "label_id", "score", "cluster_id"}
     assert rec.shape[0] > 0 and (rec["label_id"] >= -1).all() and (rec["label_id"] < len(vocab)).all()
+    _check_label_ids(rec, tester, vocab)
+    # the JSON says which CLIP produced the labels, and that it is random (allowed by clip.allow_random)
+    assert doc["random_clip"] is True and doc["clip"]["random"] is True and "RANDOM" in doc["warning"]
+    assert doc["clip"]["weights_id"] == node.pipeline.clip.weights_id
+
+
+def _check_label_ids(rec, tester, vocab):
+    """Every labelled point's label_id indexes ``vocab`` at its detection's label."""
+    with tester.lock:
+        docs = [json.loads(m.data) for m in tester.json]
+    s = tester.points[-1].header.stamp
+    doc = next(d for d in docs if abs(d["stamp"] - (s.sec + 1e-9 * s.nanosec)) < 1e-6)
+    label_of = {d["cluster_id"]: d["label"] for d in doc["detections"]}
+    assert set(np.unique(rec["cluster_id"]).tolist()) <= set(label_of)
+    for cid, lid in zip(rec["cluster_id"], rec["label_id"]):
+        want = label_of[int(cid)]
+        assert (vocab[lid] if lid >= 0 else "unknown") == want
 
 
 def _good_frame(tester, wait_for, stamp, seed=2):
@@ -333,14 +351,14 @@ def test_malformed_inputs_never_stop_the_node(running, wait_for):
 
 def test_node_output_equals_the_offline_pipeline(running, wait_for):
     """The node adds no logic: its JSON equals Pipeline.process on the same points (LiDAR-only)."""
-    from clip2_core.types import Frame
+    from clip2_core.frames import frame_from_arrays
 
     node, tester, vocab = running
     stamp = 500.0  # no camera frame within max_time_offset: LiDAR-only
     cloud, scene = sweep_msg(7, stamp)
     doc = publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(cloud), lambda: tester.doc_for(stamp))
     assert not any(d["image_used"] for d in doc["detections"])
-    frame = Frame(points=scene.points[:, :4], point_fields=("x", "y", "z", "intensity"), stamp=stamp)
+    frame, _ = frame_from_arrays(scene.points, ("x", "y", "z", "intensity", "ring"), stamp=stamp, intensity_max=255.0)
     offline = node.pipeline.process(frame).detections
     assert [d["label"] for d in doc["detections"]] == [d.label for d in offline]
     np.testing.assert_allclose([d["score"] for d in doc["detections"]], [d.score for d in offline], atol=1e-5)
@@ -402,7 +420,7 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     updates = node.stats["vocabulary_updates"]
     # Hold the pipeline's text-bank build lock: the rebuild cannot finish while we hold it, so
     # frames that come out meanwhile prove the LiDAR callback does not wait for the rebuild.
-    with node.pipeline._lock:
+    with node.pipeline.recognizer._lock:
         ok = node.set_parameters([Parameter("vocabulary", value=new_vocab)])[0]
         assert ok.successful
         t_set = next(stamps)
@@ -414,6 +432,9 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     labels = {d["label"] for doc in docs for d in doc["detections"]}
     assert labels and labels <= set(new_vocab)
     assert node.stats["vocabulary_updates"] >= 1
+    # the prompt set did not change with the vocabulary: still the encoder's training templates
+    trained = tuple(node.pipeline.recognizer.trained["extra"]["templates"])
+    assert node.pipeline.recognizer.templates == trained != tuple(DEFAULT_TEMPLATES)
     with tester.lock:
         old = [json.loads(m.data) for m in tester.json]
     # no frame mixes vocabularies: each document's labels come from its own vocabulary
@@ -428,8 +449,43 @@ def test_prompt_templates_change_at_run_time(running, wait_for):
     assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
     assert node.pipeline.config.clip.templates == ["a lidar scan of a {}."]
     before = node.stats["vocabulary_updates"]
-    assert node.set_parameters([Parameter("clip.templates", value=[""])])[0].successful  # the built-in set
+    assert node.set_parameters([Parameter("clip.templates", value=[""])])[0].successful  # back to the default
     assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
-    from clip2_core.vlm import DEFAULT_TEMPLATES
+    # the default is the encoder's training templates (not the built-in set they differ from)
+    trained = list(node.pipeline.recognizer.trained["extra"]["templates"])
+    assert node.pipeline.config.clip.templates == trained != list(DEFAULT_TEMPLATES)
+    assert list(node.pipeline.recognizer.templates) == trained
 
-    assert node.pipeline.config.clip.templates == list(DEFAULT_TEMPLATES)
+
+def test_label_ids_follow_a_reordered_vocabulary(running, wait_for):
+    """label_id indexes the vocabulary the frame was labelled with, also after a reorder."""
+    node, tester, vocab = running
+    reordered = list(reversed(vocab))
+    before = node.stats["vocabulary_updates"]
+    assert node.set_parameters([Parameter("vocabulary", value=reordered)])[0].successful
+    assert wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
+    try:
+        stamp = 700.0
+        cloud, _ = sweep_msg(8, stamp)
+        with tester.lock:
+            tester.points.clear()
+
+        def got():
+            d = tester.doc_for(stamp)
+            with tester.lock:
+                return d is not None and any(abs(p.header.stamp.sec + 1e-9 * p.header.stamp.nanosec - stamp) < 1e-6
+                                             for p in tester.points)
+
+        publish_until(tester, wait_for, lambda: tester.pub_cloud.publish(cloud), got)
+        doc = tester.doc_for(stamp)
+        assert doc["vocabulary"] == reordered
+        with tester.lock:
+            tester.points[:] = [p for p in tester.points
+                                if abs(p.header.stamp.sec + 1e-9 * p.header.stamp.nanosec - stamp) < 1e-6]
+        rec = pointcloud2_to_structured(tester.points[-1])
+        assert rec.shape[0] > 0
+        _check_label_ids(rec, tester, reordered)
+    finally:
+        before = node.stats["vocabulary_updates"]
+        node.set_parameters([Parameter("vocabulary", value=vocab)])
+        wait_for(lambda: node.stats["vocabulary_updates"] > before, timeout=30)
