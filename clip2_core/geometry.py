@@ -5,6 +5,13 @@ Pure numpy. Boxes follow the convention in :mod:`clip2_core.types`: ``(M, 7)`` a
 about +z counter-clockwise from +x. Camera frames are OpenCV optical frames
 (x right, y down, z forward); ``T_lidar_to_cam`` maps LiDAR-frame points into them and
 ``K`` maps camera-frame points to pixels: ``[u*z, v*z, z] = K @ p_cam``.
+
+Quaternions: the one implementation of quaternion <-> rotation matrix in clip2 (on
+``scipy.spatial.transform.Rotation``). Every function takes ``scalar_first`` explicitly, because
+both orders are in use: ``[w, x, y, z]`` (``scalar_first=True``: nuScenes records, pyquaternion)
+and ``[x, y, z, w]`` (``scalar_first=False``: ROS ``geometry_msgs/Quaternion``, scipy). Inputs
+are normalised; a zero-length or non-finite quaternion raises ValueError. Every quaternion
+returned is unit length with ``w >= 0`` (``q`` and ``-q`` are the same rotation).
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.transform import Rotation
 
 # Corner order of box_corners(): bottom face (z - h/2) then top face (z + h/2), each
 # counter-clockwise seen from above, starting at the front-left corner (+l/2, +w/2).
@@ -39,6 +47,93 @@ def yaw_to_rotation(yaw: float) -> np.ndarray:
     """Rotation about +z by ``yaw`` radians (CCW from +x). Returns (3, 3) float64."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+
+def _unit_quaternions(q, scalar_first: bool) -> np.ndarray:
+    """(4,) or (N, 4) quaternion(s) in either order -> (N, 4) float64 unit ``[x, y, z, w]``."""
+    a = np.asarray(q, dtype=np.float64)
+    if a.ndim not in (1, 2) or a.shape[-1] != 4:
+        raise ValueError(f"a quaternion has 4 components: expected shape (4,) or (N, 4), got {a.shape}")
+    a = a.reshape(-1, 4)
+    order = "[w, x, y, z]" if scalar_first else "[x, y, z, w]"
+    finite = np.isfinite(a).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"quaternion {order} = {a[~finite][0].tolist()} is not finite")
+    norm = np.linalg.norm(a, axis=1)
+    zero = norm < 1e-12
+    if zero.any():
+        raise ValueError(f"quaternion {order} = {a[zero][0].tolist()} has zero length, so it is no rotation")
+    if scalar_first:
+        a = a[:, [1, 2, 3, 0]]
+    return a / norm[:, None]
+
+
+def _canonical(xyzw: np.ndarray, scalar_first: bool) -> np.ndarray:
+    """(N, 4) unit ``[x, y, z, w]`` -> the same rotations with ``w >= 0``, in the requested order."""
+    q = np.where(xyzw[:, 3:] < 0, -xyzw, xyzw) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return q[:, [3, 0, 1, 2]] if scalar_first else q
+
+
+def quaternion_to_matrix(q, *, scalar_first: bool) -> np.ndarray:
+    """Quaternion(s) -> rotation matrix/matrices.
+
+    Args:
+        q: (4,) or (N, 4); ``[w, x, y, z]`` if ``scalar_first`` else ``[x, y, z, w]``.
+            Normalised first; zero-length or non-finite raises ValueError.
+
+    Returns (3, 3) float64 for a (4,) input, else (N, 3, 3).
+    """
+    R = Rotation.from_quat(_unit_quaternions(q, scalar_first)).as_matrix()
+    return R[0] if np.ndim(q) == 1 else R
+
+
+def matrix_to_quaternion(R: np.ndarray, *, scalar_first: bool) -> np.ndarray:
+    """Rotation matrix/matrices -> unit quaternion(s) with ``w >= 0``.
+
+    Args:
+        R: (3, 3) or (N, 3, 3) rotation(s) (det +1; a slightly non-orthogonal matrix gets the
+            nearest rotation's quaternion).
+
+    Returns (4,) float64 for a (3, 3) input, else (N, 4); ``[w, x, y, z]`` if ``scalar_first``
+    else ``[x, y, z, w]``.
+    """
+    m = np.asarray(R, dtype=np.float64)
+    if m.ndim not in (2, 3) or m.shape[-2:] != (3, 3):
+        raise ValueError(f"expected a (3, 3) or (N, 3, 3) rotation matrix, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError("rotation matrix has non-finite entries")
+    q = _canonical(Rotation.from_matrix(m.reshape(-1, 3, 3)).as_quat(), scalar_first)
+    return q[0] if m.ndim == 2 else q
+
+
+def yaw_to_quaternion(yaw, *, scalar_first: bool) -> np.ndarray:
+    """Rotation about +z by ``yaw`` radians (CCW from +x) -> unit quaternion with ``w >= 0``.
+
+    ``yaw``: a scalar -> (4,) float64, or (N,) -> (N, 4). The quaternion is
+    ``w = cos(yaw/2), z = sin(yaw/2)`` (negated where ``cos(yaw/2) < 0``), in the order
+    ``scalar_first`` asks for. Closed form: the same rotation ``quaternion_to_matrix`` reads.
+    """
+    y = np.asarray(yaw, dtype=np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError(f"yaw must be finite, got {y.tolist()}")
+    half = y.reshape(-1) / 2.0
+    xyzw = np.zeros((half.shape[0], 4))
+    xyzw[:, 2], xyzw[:, 3] = np.sin(half), np.cos(half)
+    q = _canonical(xyzw, scalar_first)
+    return q[0] if y.ndim == 0 else q
+
+
+def quaternion_to_yaw(q, *, scalar_first: bool):
+    """Heading about +z of quaternion(s): the angle of the rotated +x axis in the x-y plane.
+
+    Exact for rotations about +z; for tilted ones it is the yaw of a z-y-x (yaw, pitch, roll)
+    decomposition (undefined when +x is rotated onto the z axis). ``q`` (4,) -> float,
+    (N, 4) -> (N,) float64; order as in :func:`quaternion_to_matrix`.
+    """
+    R = quaternion_to_matrix(q, scalar_first=scalar_first)
+    yaw = np.arctan2(R[..., 1, 0], R[..., 0, 0])
+    return float(yaw) if np.ndim(q) == 1 else yaw
 
 
 def make_transform(R: np.ndarray, t: Sequence[float]) -> np.ndarray:

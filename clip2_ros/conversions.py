@@ -18,6 +18,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clip2_core import geometry
+
 # sensor_msgs/PointField datatypes -> numpy scalar types (byte order applied separately)
 POINTFIELD_DTYPES: Dict[int, np.dtype] = {
     1: np.dtype(np.int8),
@@ -385,30 +387,21 @@ def make_camera_info(K: np.ndarray, size_wh: Tuple[int, int], frame_id: str = ""
 # ----------------------------------------------------------------------------------------------
 # rotations / transforms
 # ----------------------------------------------------------------------------------------------
+# geometry_msgs/Quaternion order (x, y, z, w) over clip2_core.geometry's one implementation.
 def yaw_to_quaternion(yaw: float) -> Tuple[float, float, float, float]:
-    """Rotation about +z -> quaternion (x, y, z, w)."""
-    return (0.0, 0.0, float(np.sin(yaw / 2.0)), float(np.cos(yaw / 2.0)))
+    """Rotation about +z -> quaternion (x, y, z, w), w >= 0."""
+    x, y, z, w = geometry.yaw_to_quaternion(yaw, scalar_first=False)
+    return (float(x), float(y), float(z), float(w))
 
 
 def quaternion_to_yaw(x: float, y: float, z: float, w: float) -> float:
     """Heading about +z of a quaternion (x, y, z, w) (exact for pure z rotations)."""
-    return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
+    return geometry.quaternion_to_yaw((x, y, z, w), scalar_first=False)
 
 
 def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> (3, 3) rotation matrix (normalised first)."""
-    q = np.array([x, y, z, w], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"quaternion {q.tolist()} has no direction")
-    x, y, z, w = q / n
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    """Quaternion (x, y, z, w) -> (3, 3) rotation matrix (normalised first; ValueError if zero/non-finite)."""
+    return geometry.quaternion_to_matrix((x, y, z, w), scalar_first=False)
 
 
 def transform_msg_to_matrix(transform) -> np.ndarray:

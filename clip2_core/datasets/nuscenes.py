@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from clip2_core.geometry import invert_transform, make_transform
+from clip2_core.geometry import invert_transform, make_transform, quaternion_to_matrix
 from clip2_core.types import Box3D, CameraView, Frame, boxes_to_array
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,7 @@ def load_class_map(class_map: ClassMapLike = None) -> Dict[str, str]:
 
 def _pose_matrix(record: Mapping) -> np.ndarray:
     """4x4 transform from a calibrated_sensor / ego_pose record (rotation [w, x, y, z], translation)."""
-    w, x, y, z = (float(v) for v in record["rotation"])
-    n = np.sqrt(w * w + x * x + y * y + z * z)
-    w, x, y, z = w / n, x / n, y / n, z / n
-    R = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-    return make_transform(R, record["translation"])
+    return make_transform(quaternion_to_matrix(record["rotation"], scalar_first=True), record["translation"])
 
 
 def split_scene_names(nusc, split: str, dataroot: Union[str, Path, None] = None, version: Optional[str] = None) -> List[str]:

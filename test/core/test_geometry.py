@@ -160,3 +160,74 @@ def test_empty_inputs():
     uv, d, v = G.project_points(np.zeros((0, 4)), K, T, (10, 10))
     assert uv.shape == (0, 2) and d.shape == (0,) and v.shape == (0,)
     assert G.frustum_mask(np.zeros((0, 3)), [0, 0, 1, 1], K, T).shape == (0,)
+
+
+# ---------------------------------------------------------------------------------- quaternions
+H = np.sqrt(0.5)  # cos 45 deg = sin 45 deg
+
+
+def test_quarter_turn_about_z_in_both_orders():
+    Rz90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # +x -> +y
+    np.testing.assert_allclose(G.quaternion_to_matrix([0, 0, H, H], scalar_first=False), Rz90, atol=1e-15)
+    np.testing.assert_allclose(G.quaternion_to_matrix([H, 0, 0, H], scalar_first=True), Rz90, atol=1e-15)
+    np.testing.assert_allclose(G.matrix_to_quaternion(Rz90, scalar_first=False), [0, 0, H, H], atol=1e-15)
+    np.testing.assert_allclose(G.matrix_to_quaternion(Rz90, scalar_first=True), [H, 0, 0, H], atol=1e-15)
+    np.testing.assert_allclose(G.yaw_to_quaternion(np.pi / 2, scalar_first=True), [H, 0, 0, H], atol=1e-15)
+    assert G.quaternion_to_yaw([0, 0, H, H], scalar_first=False) == pytest.approx(np.pi / 2)
+    np.testing.assert_allclose(G.quaternion_to_matrix(G.yaw_to_quaternion(0.7, scalar_first=False), scalar_first=False),
+                               G.yaw_to_rotation(0.7), atol=1e-15)
+
+
+def test_quarter_turn_about_x_tilts_y_onto_z():
+    Rx90 = G.quaternion_to_matrix([H, H, 0, 0], scalar_first=True)
+    np.testing.assert_allclose(Rx90, [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-15)
+    np.testing.assert_allclose(Rx90 @ [0, 1, 0], [0, 0, 1], atol=1e-15)
+
+
+def test_tilted_poses_match_pyquaternion():
+    from pyquaternion import Quaternion
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        q = Quaternion(rng.normal(size=4)).normalised  # q.elements is [w, x, y, z]
+        wxyz = np.asarray(q.elements)
+        np.testing.assert_allclose(G.quaternion_to_matrix(wxyz, scalar_first=True), q.rotation_matrix, atol=1e-12)
+        np.testing.assert_allclose(G.quaternion_to_matrix(wxyz[[1, 2, 3, 0]], scalar_first=False), q.rotation_matrix,
+                                   atol=1e-12)
+        back = G.matrix_to_quaternion(q.rotation_matrix, scalar_first=True)
+        np.testing.assert_allclose(back, wxyz if wxyz[0] >= 0 else -wxyz, atol=1e-12)  # canonical sign
+    # a 10 deg pitch under a 30 deg heading keeps the heading
+    R = G.yaw_to_rotation(np.radians(30)) @ Quaternion(axis=[0, 1, 0], degrees=10).rotation_matrix
+    assert G.quaternion_to_yaw(G.matrix_to_quaternion(R, scalar_first=True), scalar_first=True) == pytest.approx(
+        np.radians(30))
+
+
+def test_round_trip_is_batched_normalised_and_canonical():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(50, 4)) * 3.0  # not unit length: normalised on the way in
+    R = G.quaternion_to_matrix(q, scalar_first=False)
+    assert R.shape == (50, 3, 3)
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    back = G.matrix_to_quaternion(R, scalar_first=False)
+    unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(back, np.where(unit[:, 3:] < 0, -unit, unit), atol=1e-12)
+    assert (back[:, 3] >= 0).all()
+    np.testing.assert_allclose(G.quaternion_to_matrix(-q, scalar_first=False), R, atol=1e-12)  # q and -q agree
+    yaws = np.array([-3.0, -0.5, 0.0, 2.0, 4.0, 7.0])
+    qy = G.yaw_to_quaternion(yaws, scalar_first=True)
+    assert qy.shape == (6, 4) and (qy[:, 0] >= 0).all()
+    np.testing.assert_allclose(G.quaternion_to_yaw(qy, scalar_first=True), np.angle(np.exp(1j * yaws)), atol=1e-12)
+
+
+def test_zero_or_non_finite_quaternion_is_an_error():
+    with pytest.raises(ValueError, match="zero length"):
+        G.quaternion_to_matrix([0, 0, 0, 0], scalar_first=True)
+    with pytest.raises(ValueError, match="zero length"):
+        G.quaternion_to_yaw([0, 0, 0, 0], scalar_first=False)
+    with pytest.raises(ValueError, match="not finite"):
+        G.quaternion_to_matrix([[0, 0, 0, 1], [np.nan, 0, 0, 1]], scalar_first=False)
+    with pytest.raises(ValueError, match="4 components"):
+        G.quaternion_to_matrix([1, 0, 0], scalar_first=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        G.matrix_to_quaternion(np.full((3, 3), np.inf), scalar_first=True)

@@ -28,6 +28,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from clip2_core.geometry import matrix_to_quaternion
+
 from .detections import simulate_detections
 from .sensors import (CAMERAS, CAMERA_NAMES, IMAGE_WH, LIDAR_HZ, LIDAR_ROTATION, LIDAR_TRANSLATION,
                       lidar_sweep, lidar_to_global, render_camera)
@@ -78,26 +80,8 @@ def token(*parts) -> str:
 
 
 def rotation_to_quaternion(R: np.ndarray) -> List[float]:
-    """(3, 3) rotation -> [w, x, y, z] with w >= 0."""
-    m = np.asarray(R, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return [float(v) for v in q]
+    """(3, 3) rotation -> a nuScenes record's ``rotation``: [w, x, y, z], unit, w >= 0."""
+    return [float(v) for v in matrix_to_quaternion(R, scalar_first=True)]
 
 
 def points_in_box_global(points: np.ndarray, box: np.ndarray) -> np.ndarray:
