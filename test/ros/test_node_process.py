@@ -59,3 +59,15 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path, node_model):
             proc.kill()
     assert proc.returncode == 0, "".join(lines) + rest
     assert "Traceback" not in rest, rest
+
+
+def test_random_clip_is_refused_at_start_up(tmp_path, node_model):
+    """The shared test model's CLIP is random: without clip.allow_random the node does not start."""
+    overrides = dict(node_model[0])
+    overrides.update({"cameras.enabled": False, "clip.allow_random": False})
+    proc = _start(_write_params(tmp_path / "random.yaml", overrides))
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 1, out
+    fatal = [ln for ln in out.splitlines() if "cannot start" in ln]
+    assert len(fatal) == 1 and "RANDOM weights" in fatal[0] and "clip.allow_random: true" in fatal[0], out
+    assert "Traceback" not in out
