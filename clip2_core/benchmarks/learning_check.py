@@ -50,8 +50,8 @@ def train_and_eval(world: Path, proxies: Path, out: Path, clip_args: Dict, encod
     from clip2_core.eval.recognition import VOCABULARIES, evaluate_recognition
     from clip2_core.runtime.embedders import create_embedder
     from clip2_core.training.config import load_train_config
+    from clip2_core.recognition import ClipConfig, RecognitionConfig, Recognizer, trained_metadata
     from clip2_core.training.trainer import train
-    from clip2_core.vlm import FrozenCLIP, VLMConfig
 
     cfg = load_train_config(None, [
         f"data.train=[{proxies}]", f"data.batch_size={batch_size}", "data.shuffle_buffer=512", "data.min_points=5",
@@ -66,10 +66,14 @@ def train_and_eval(world: Path, proxies: Path, out: Path, clip_args: Dict, encod
         cfg.clip.model_config_file = None
     summary = train(cfg)
     embedder = create_embedder(summary["checkpoint"], backend="torch")
-    clip = FrozenCLIP(VLMConfig(model=clip_args["model"], pretrained=clip_args["weights"], model_config_file=clip_args.get("config")))
+    vocab = VOCABULARIES["nuscenes10"]
+    recognizer = Recognizer(
+        RecognitionConfig(vocabulary=[t for _, t in vocab],
+                          clip=ClipConfig(model=clip_args["model"], weights=clip_args["weights"],
+                                          model_config_file=clip_args.get("config"), allow_random=True)),
+        embedder, trained=trained_metadata(summary["checkpoint"]))
     reader = NuScenesReader(world, VERSION, split="val", cameras=(), load_images=False, class_map="long_tail")
-    report = evaluate_recognition(iter(reader), embedder, clip, VOCABULARIES["nuscenes10"], min_points=5,
-                                  templates=["{}"], progress=False)
+    report = evaluate_recognition(iter(reader), recognizer, vocab, min_points=5, progress=False)
     return {"mean_class_acc": report.point["mean_class_acc"], "overall_acc": report.point["overall_acc"],
             "objects": report.meta["objects"], "checkpoint": summary["checkpoint"], "report": report,
             "proxies_per_s": summary["proxies_per_s_median"]}

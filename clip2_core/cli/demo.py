@@ -103,7 +103,8 @@ def _recognition(out: Path, scene, args) -> dict:
             ckpt = Path(train_sweep_model(mdir, DEMO_CLIP_NAME, weights, cfg_file, encoder="pointnet2-xs-v1", steps=300,
                                           templates=["{}"], progress=True)["checkpoint"])
         cfg = {"model": {"checkpoint": str(ckpt), "backend": "auto"},
-               "clip": {"model": DEMO_CLIP_NAME, "weights": str(weights), "model_config_file": str(cfg_file)}}
+               "clip": {"model": DEMO_CLIP_NAME, "weights": str(weights), "model_config_file": str(cfg_file),
+                        "allow_random": True}}  # the demo's own random CLIP, said on every line below
         note = "demo encoder trained here on synthetic sweeps; CLIP has RANDOM weights (labels are not zero-shot results)"
     from clip2_core.checkpoint import read_checkpoint_config
 
