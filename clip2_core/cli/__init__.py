@@ -21,7 +21,6 @@ SUBCOMMAND_MODULES = (
     "mine",
     "export",
     "eval",
-    "bag",
     "random_clip",
 )
 

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,10 +35,21 @@ def _mine(world, out, tiny_clip_files, *extra, env=None, wait=True):
     cmd = [sys.executable, "-m", "clip2_core", "mine", "--dataroot", str(world), "--version", VERSION,
            "--detections", str(world / VERSION / "detections_2d.json"), "--clip-model", tiny_clip_files.name,
            "--clip-weights", str(tiny_clip_files.weights_file), "--clip-config", str(tiny_clip_files.config_file),
-           "--out", str(out), "--no-progress", *extra]
+           "--allow-random-clip", "--out", str(out), "--no-progress", *extra]  # the tiny CLIP is random
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _keyframes(world):
+    return len(json.loads((world / VERSION / "sample.json").read_text()))
+
+
+def _mined_line(stdout):
+    """(proxies, samples, already done) from the command's 'mined ...' summary line."""
+    m = re.search(r"^mined (\d+) proxies from (\d+) samples \((\d+) already done\)", stdout, re.M)
+    assert m, stdout
+    return tuple(int(g) for g in m.groups())
 
 
 def _fingerprint(out):
@@ -59,14 +71,20 @@ def mined(world, tiny_clip_files, tmp_path_factory):
 
 def test_quality_purity_and_recall(world, mined):
     out, stdout = mined
-    assert "mined" in stdout and (out / "index.json").is_file() and (out / "points_per_proxy.png").is_file()
+    assert (out / "points_per_proxy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proxies, samples, done = _mined_line(stdout)
+    assert (samples, done) == (_keyframes(world), 0)  # every keyframe of the world, none skipped
+    assert "NOTE: CLIP weights are RANDOM" in stdout
+    summary = json.loads((out / "summary-r00.json").read_text())
+    assert summary["random_clip"] is True and summary["proxies"] == proxies
     reader = NuScenesReader(world, VERSION, class_map="long_tail", load_images=False)
     q = proxy_quality(out, reader, min_points=20, detections=DetectionsFile(world / VERSION / "detections_2d.json"))
     print("mining quality:", json.dumps(q))
     assert q["purity_mean"] >= 0.9, q
     assert q["recall"] >= 0.8, q
     index = json.loads((out / "index.json").read_text())
-    assert index["num_proxies"] == len(_fingerprint(out)) > 50
+    assert index["num_proxies"] == len(_fingerprint(out)) == proxies > 50
+    assert sum(index["labels"].values()) == proxies
     one = next(iter_proxies(shard_paths(out)))
     assert one.image_embedding is not None and one.image_embedding.shape == (32,)
     assert {"scene", "sample", "camera", "detector_label", "score"} <= set(one.provenance) | {"score"}
@@ -84,13 +102,19 @@ def test_kill_and_resume_gives_the_same_proxies(world, mined, tiny_clip_files, t
     assert list(out.glob("shard-*.json"))
     r = _mine(world, out, tiny_clip_files, "--shard-size", "40", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "already done" in r.stdout
+    _, samples, done = _mined_line(r.stdout)
+    assert done > 0 and samples + done == _keyframes(world)  # the finished shard's samples were not redone
     assert _fingerprint(out) == _fingerprint(mined[0])
 
 
 def test_refuses_to_mix_runs_without_resume(world, mined, tiny_clip_files):
-    r = _mine(world, mined[0], tiny_clip_files)
-    assert r.returncode == 2 and "--resume" in r.stderr
+    out = mined[0]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    r = _mine(world, out, tiny_clip_files)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and " WARNING " not in ln]  # the random-CLIP warning
+    assert lines == [f"clip2 mine: error: {out} already holds shards: pass --resume to continue, or choose a new --out"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written or removed
 
 
 def test_corrupt_image_and_points_are_skipped_and_counted(world, tiny_clip_files, tmp_path):
@@ -123,7 +147,7 @@ def test_two_ranks_with_torchrun(world, mined, tiny_clip_files, tmp_path):
            "-m", "clip2_core", "mine", "--dataroot", str(world), "--version", VERSION,
            "--detections", str(world / VERSION / "detections_2d.json"), "--clip-model", tiny_clip_files.name,
            "--clip-weights", str(tiny_clip_files.weights_file), "--clip-config", str(tiny_clip_files.config_file),
-           "--out", str(out), "--no-progress", "--shard-size", "40"]
+           "--allow-random-clip", "--out", str(out), "--no-progress", "--shard-size", "40"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert list(out.glob("shard-r00-*.tar")) and list(out.glob("shard-r01-*.tar"))
