@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "mine",
     "export",
     "eval",
+    "bag",
     "random_clip",
 )
 
