@@ -19,7 +19,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["clip2_core", "clip2_core.*", "clip2_ros", "clip2_ros.*"]),
-    package_data={"clip2_core": ["encoders/model_configs/*.json", "config/*.json", "config/*.yaml"]},
+    package_data={"clip2_core": ["encoders/model_configs/*.json", "data/README.md", "data/kitti_000008/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -2,7 +2,7 @@
 
     python bench/ros_conversions.py [--repeats 7] [--json out.json]
 
-The sweep is the nuScenes-sized synthetic sweep (clip2_core.benchmarks.sweeps.make_sweep, ~35k
+The sweep is the nuScenes-sized synthetic sweep (clip2_core.datasets.synth.sweep.make_sweep, ~35k
 points) packed like a typical driver: x, y, z float32, 4 pad bytes, intensity float32,
 ring uint16, 10 pad bytes (point_step 32). The peer is the straightforward per-point decoder
 (struct.unpack_from for each field of each point) that a ROS 2 install without sensor_msgs_py's
@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from clip2_core.benchmarks.sweeps import make_sweep
+    from clip2_core.datasets.synth.sweep import make_sweep
     from clip2_ros.conversions import array_to_pointcloud2, pointcloud2_to_array
 
     pts = make_sweep(0).points

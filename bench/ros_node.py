@@ -5,7 +5,7 @@
                              [--png docs/img/ros_bev.png] [--json out.json]
 
 The node runs in this process on real rclpy (DDS on localhost). A probe node publishes
-nuScenes-sized synthetic sweeps (clip2_core.benchmarks.sweeps.make_sweep, ~32k points) one at a
+nuScenes-sized synthetic sweeps (clip2_core.datasets.synth.sweep.make_sweep, ~32k points) one at a
 time and waits for each frame's JSON document: "end-to-end" is publish -> JSON received
 (PointCloud2 transport, decoding, the pipeline, building and publishing every output). The peer is
 ``Pipeline.process`` on the same frames, called directly (the offline evaluator's path),
@@ -87,7 +87,7 @@ def main() -> int:
     from std_msgs.msg import String
     from visualization_msgs.msg import MarkerArray
 
-    from clip2_core.benchmarks.sweeps import make_sweep
+    from clip2_core.datasets.synth.sweep import make_sweep
     from clip2_core.pipeline import Pipeline, PipelineConfig
     from clip2_core.types import CameraView, Frame
     from clip2_ros import params as P

@@ -2,7 +2,7 @@
 
     python bench/training.py [--encoder pointnet2-s-v1] [--steps 40] [--json out.json]
 
-Proxies: non-ground points of ground-truth boxes of synthetic sweeps (clip2_core.benchmarks.sweeps),
+Proxies: non-ground points of ground-truth boxes of synthetic sweeps (clip2_core.datasets.synth.sweep),
 with random stand-in image embeddings so both loss terms run. CLIP: a tiny random open_clip
 (embed dim 512 to match the encoder), built here. Throughput is the trainer's own figure
 (median over logging windows, all processes together). Results: BENCHMARKS.md ("Issue 6").
@@ -32,7 +32,7 @@ def main() -> None:
     import torch
     from safetensors.torch import save_file
 
-    from clip2_core.benchmarks.sweeps import write_sweep_proxies
+    from clip2_core.datasets.synth.sweep import write_sweep_proxies
 
     tmp = Path(tempfile.mkdtemp(prefix="clip2-bench-train-"))
     cfg = {"embed_dim": 512, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},

@@ -41,21 +41,16 @@ def build_tiny_clip(root: Path, name: str, cfg: dict, seed: int = 123) -> TinyCl
     weights file and as a ``local-dir:`` folder."""
     import open_clip
     import torch
-    from safetensors.torch import save_file
 
-    root.mkdir(parents=True, exist_ok=True)
-    cfg_file = root / f"{name}.json"
-    cfg_file.write_text(json.dumps(cfg))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    weights = root / f"{name}.safetensors"
-    save_file(state, str(weights))
+    from clip2_core.cli.demo_model import build_random_clip
+    from clip2_core.vlm import save_random_clip_weights
+
+    cfg_file, weights = build_random_clip(root, name, cfg, seed=seed)
     local = root / "local_dir"
     local.mkdir(exist_ok=True)
     (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    save_file(state, str(local / "open_clip_model.safetensors"))
+    torch.manual_seed(seed)
+    save_random_clip_weights(open_clip.create_model(name, pretrained=None), local / "open_clip_model.safetensors")
     return TinyClipFiles(name, cfg_file, weights, local)
 
 
@@ -82,7 +77,7 @@ def wide_text_clip_files(tmp_path_factory: pytest.TempPathFactory) -> TinyClipFi
 
 def write_gt_proxies(out: Path, seeds, rng_seed: int = 0, emb_dim: int = 0) -> Path:
     """Proxy shards from synthetic sweeps: the points inside each visible GT box, labelled by class."""
-    from clip2_core.benchmarks.sweeps import write_sweep_proxies
+    from clip2_core.datasets.synth.sweep import write_sweep_proxies
 
     return write_sweep_proxies(out, seeds, rng_seed=rng_seed, emb_dim=emb_dim)
 
@@ -116,7 +111,7 @@ class TrainedTinyModel:
 
 @pytest.fixture(scope="session")
 def trained_tiny_model(tiny_clip_files, tmp_path_factory) -> TrainedTinyModel:
-    from clip2_core.benchmarks.demo_model import train_sweep_model
+    from clip2_core.cli.demo_model import train_sweep_model
 
     c = tiny_clip_files
     # trained with two of the built-in templates, so "the encoder's training templates" and

@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-_DEFAULT_KITTI = Path(__file__).resolve().parents[2] / "test" / "data" / "kitti_000008"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     c.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
-    c.add_argument("--kitti", type=Path, default=_DEFAULT_KITTI, help="folder with the KITTI sample points.npy")
+    c.add_argument("--kitti", type=Path, default=None, help="folder with a KITTI points.npy (default: the shipped sample frame)")
     c.add_argument("--seed", type=int, default=0, help="seed of the synthetic sweep")
     c.set_defaults(func=run_clustering)
     try:  # issue 4's encoder benchmark registers itself when present
@@ -36,9 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_clustering(args: argparse.Namespace) -> int:
-    from clip2_core.benchmarks.clustering import run_clustering_bench
+    from clip2_core.cli.bench_clustering import run_clustering_bench
 
-    rows = run_clustering_bench(args.kitti, repeats=args.repeats, seed=args.seed)
+    from clip2_core.data import sample_frame_dir
+
+    rows = run_clustering_bench(args.kitti or sample_frame_dir("kitti_000008"), repeats=args.repeats, seed=args.seed)
     print(f"cpu threads available: {os.cpu_count()}")
     print(f"{'sweep':<26} {'points':>7} {'ours ms':>8} {'peer':<22} {'peer ms':>8} {'ratio':>6} {'ARI':>6}")
     for r in rows:

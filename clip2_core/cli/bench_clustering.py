@@ -103,7 +103,7 @@ def bench_sweep(name: str, points: np.ndarray, cfg: SegmentationConfig, repeats:
 
 
 def run_clustering_bench(kitti_dir: Optional[Path], repeats: int = 7, seed: int = 0) -> List[Dict]:
-    from clip2_core.benchmarks.sweeps import make_sweep
+    from clip2_core.datasets.synth.sweep import make_sweep
 
     cfg = SegmentationConfig()
     rows = bench_sweep(f"synthetic-32beam-seed{seed}", make_sweep(seed).points, cfg, repeats)

@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-_SAMPLE = Path(__file__).resolve().parents[2] / "test" / "data" / "kitti_000008"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from clip2_core.benchmarks.sweeps import make_sweep
+    from clip2_core.data import sample_frame_dir
+    from clip2_core.datasets.synth.sweep import make_sweep
     from clip2_core.geometry import points_in_boxes
     from clip2_core.segmentation import Segmenter
     from clip2_core.viz import save_bev_png
@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seg = Segmenter()
     sweeps = []
-    if (_SAMPLE / "points.npy").is_file():
-        gt = json.loads((_SAMPLE / "gt.json").read_text())["boxes_3d"]
-        gt_boxes = np.array([g["center"] + g["size_lwh"] + [g["yaw"]] for g in gt])
-        sweeps.append(("kitti_000008", np.load(_SAMPLE / "points.npy"), gt_boxes, None))
+    sample = sample_frame_dir("kitti_000008")  # package data: works from an installed package
+    gt = json.loads((sample / "gt.json").read_text())["boxes_3d"]
+    gt_boxes = np.array([g["center"] + g["size_lwh"] + [g["yaw"]] for g in gt])
+    sweeps.append(("kitti_000008", np.load(sample / "points.npy"), gt_boxes, None))
     scene = make_sweep(args.seed)
     seen = points_in_boxes(scene.points, scene.boxes).sum(axis=0) >= 20
     sweeps.append((f"synthetic_seed{args.seed}", scene.points, scene.boxes[seen], 50.0))
@@ -90,7 +90,7 @@ def _recognition(out: Path, scene, args) -> dict:
         cfg = {"model": {"checkpoint": str(args.checkpoint)}}
         note = f"model {args.checkpoint}"
     else:
-        from clip2_core.benchmarks.demo_model import DEMO_CLIP_NAME, build_random_clip, train_sweep_model
+        from clip2_core.cli.demo_model import DEMO_CLIP_NAME, build_random_clip, train_sweep_model
 
         mdir = out / "model"
         cfg_file, weights = build_random_clip(mdir / "clip")

@@ -24,10 +24,14 @@ DEMO_CLIP_CFG = {
 
 
 def build_random_clip(root: Path, name: str = DEMO_CLIP_NAME, cfg: Optional[Dict] = None, seed: int = 1):
-    """Register + save a randomly initialised open_clip: returns (config JSON path, weights path)."""
+    """Register + save a randomly initialised open_clip: returns (config JSON path, weights path).
+
+    The weights file is flagged as random in its safetensors metadata (``vlm.save_random_clip_weights``).
+    """
     import open_clip
     import torch
-    from safetensors.torch import save_file
+
+    from clip2_core.vlm import save_random_clip_weights
 
     cfg = cfg or DEMO_CLIP_CFG
     root = Path(root)
@@ -39,7 +43,7 @@ def build_random_clip(root: Path, name: str = DEMO_CLIP_NAME, cfg: Optional[Dict
     if not weights.is_file():
         torch.manual_seed(seed)
         model = open_clip.create_model(name, pretrained=None)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        save_random_clip_weights(model, weights)
     return cfg_file, weights
 
 
@@ -47,7 +51,7 @@ def train_sweep_model(root: Path, clip_name: str, clip_weights: Path, clip_confi
                       steps: int = 150, train_seeds: Iterable[int] = range(100, 112), val_seeds: Iterable[int] = range(200, 203),
                       templates: Optional[Sequence[str]] = None, progress: bool = False) -> Dict:
     """Train on GT crops of synthetic sweeps (semantic loss); returns the trainer's summary."""
-    from clip2_core.benchmarks.sweeps import write_sweep_proxies
+    from clip2_core.datasets.synth.sweep import write_sweep_proxies
     from clip2_core.training.config import load_train_config
     from clip2_core.training.trainer import train
 

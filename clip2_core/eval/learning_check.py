@@ -7,7 +7,7 @@ of random CLIP is only a set of fixed, distinct targets. Two settings make rando
 a text tower wide enough that class names do not collapse onto one direction, and the bare
 template ``"{}"`` (prompt ensembles of a random text tower are dominated by the shared words).
 
-``python -m clip2_core.benchmarks.learning_check --world DIR --clip-model M --clip-weights W
+``python -m clip2_core.eval.learning_check --world DIR --clip-model M --clip-weights W
 --clip-config J --out OUT [--ablation]`` prints and writes the report (and the paper's ablation:
 semantic loss only, instance loss only, both).
 """

@@ -53,7 +53,8 @@ def load_vocabulary(spec: str) -> List[Tuple[str, str]]:
         else:
             raise ValueError(f"{p}: expected a JSON list or object")
     else:
-        pairs = [(ln.strip(), ln.strip().replace("_", " ")) for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        names = [ln.strip() for ln in text.splitlines()]
+        pairs = [(n, n.replace("_", " ")) for n in names if n and not n.startswith("#")]
     if len(pairs) < 2:
         raise ValueError(f"{p}: a vocabulary needs at least 2 names")
     return pairs

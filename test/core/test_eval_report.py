@@ -76,8 +76,6 @@ def test_text_vocabulary_with_comments_and_blank_lines(tmp_path):
     assert load_vocabulary(str(f)) == [("car", "car"), ("traffic_cone", "traffic cone"), ("bicycle", "bicycle")]
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: a comment line with leading spaces is read as a class "
-                                       "named '# ...' (load_vocabulary tests startswith('#') before stripping)")
 def test_text_vocabulary_indented_comment(tmp_path):
     f = tmp_path / "v.txt"
     f.write_text("car\n  # not a class\nbus\n")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from clip2_core import geometry as G
+from clip2_core.data import sample_frame_dir
 
-KITTI = Path(__file__).resolve().parents[1] / "data" / "kitti_000008"
+KITTI = sample_frame_dir("kitti_000008")
 
 
 def test_yaw_rotation_quarter_turn():

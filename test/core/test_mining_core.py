@@ -11,8 +11,9 @@ from clip2_core.mining.select import CompletionConfig, FrustumConfig, complete_o
 from clip2_core.mining.shards import ShardStats, ShardWriter, finished_samples, iter_proxies, shard_paths, write_index
 from clip2_core.segmentation import remove_ground
 from clip2_core.types import CameraView, Proxy
+from clip2_core.data import sample_frame_dir
 
-KITTI = Path(__file__).resolve().parents[1] / "data" / "kitti_000008"
+KITTI = sample_frame_dir("kitti_000008")
 
 
 def _front_camera():

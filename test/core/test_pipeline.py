@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.datasets.synth.sweep import make_sweep
 from clip2_core.geometry import points_in_boxes
 from clip2_core.pipeline import Pipeline, PipelineConfig
 from clip2_core.types import Frame

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip2_core.benchmarks.clustering import adjusted_rand_index
-from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.cli.bench_clustering import adjusted_rand_index
+from clip2_core.datasets.synth.sweep import make_sweep
 from clip2_core.geometry import points_in_boxes
 from clip2_core import _kernels
 from clip2_core.segmentation import (
@@ -17,8 +17,9 @@ from clip2_core.segmentation import (
     ground_height,
     remove_ground,
 )
+from clip2_core.data import sample_frame_dir
 
-KITTI = Path(__file__).resolve().parents[1] / "data" / "kitti_000008"
+KITTI = sample_frame_dir("kitti_000008")
 
 
 def _plane(n=4000, slope=0.0, seed=0, extent=20.0):

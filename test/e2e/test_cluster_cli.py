@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clip2_core.data import sample_frame_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-KITTI = ROOT / "test" / "data" / "kitti_000008"
+KITTI = sample_frame_dir("kitti_000008")
 
 
 def _clip2(*args, cwd=None):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from clip2_core.benchmarks.learning_check import mine_split, train_and_eval
+from clip2_core.eval.learning_check import mine_split, train_and_eval
 
 # The issue's target: >= 0.8 mean class accuracy over the 10 detection classes (chance 0.1).
 # Measured (BENCHMARKS.md, "Issue 6"): 0.827 / 0.828 on this world (training seeds 0 / 1) and

@@ -1,6 +1,6 @@
 """The running node, in-process with real rclpy: synthetic sweeps and camera frames in, detections out.
 
-A tester node publishes nuScenes-sized synthetic sweeps (clip2_core.benchmarks.sweeps) with a
+A tester node publishes nuScenes-sized synthetic sweeps (clip2_core.datasets.synth.sweep) with a
 camera image and CameraInfo, and subscribes to the node's outputs. Everything waits by polling
 with generous timeouts (publishing again while waiting: the LiDAR input is best effort, depth 1).
 """
@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Float64, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from clip2_core.benchmarks.sweeps import make_sweep
+from clip2_core.datasets.synth.sweep import make_sweep
 from clip2_core.geometry import points_in_boxes
 from clip2_core.vlm import DEFAULT_TEMPLATES
 from clip2_ros.conversions import (
