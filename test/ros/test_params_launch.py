@@ -86,30 +86,37 @@ def _bad(defaults, edit):
 
 
 def test_errors_name_the_parameter(defaults):
-    msg = _bad(defaults, lambda d: d["model"].update(backend="cuda"))
-    assert "parameter 'model.backend'" in msg and "'cuda' is not one of" in msg
-    msg = _bad(defaults, lambda d: d.update(score_threshold=1.5))
-    assert "parameter 'score_threshold'" in msg
-    msg = _bad(defaults, lambda d: d.update(vocabulary=[]))
-    assert "parameter 'vocabulary': must be set" in msg
-    msg = _bad(defaults, lambda d: d.update(vocabulary=["car", "car"]))
-    assert "parameter 'vocabulary'" in msg
-    msg = _bad(defaults, lambda d: d["segmentation"]["cluster"].update(tolerence=0.5))
-    assert "unknown parameter(s) ['segmentation.cluster.tolerence']" in msg
-    msg = _bad(defaults, lambda d: d["cameras"]["CAM_FRONT"].update(T_lidar_to_cam=[1.0] * 12))
-    assert "parameter 'cameras.CAM_FRONT.T_lidar_to_cam'" in msg
-    msg = _bad(defaults, lambda d: d["cameras"]["CAM_FRONT"].update(image_topic=""))
-    assert "parameter 'cameras.CAM_FRONT.image_topic': must be set" in msg
+    """One bad value, one message line: the parameter's name and what is wrong with it."""
     rot = np.eye(4)
     rot[0, 0] = 2.0
-    msg = _bad(defaults, lambda d: d["cameras"]["CAM_FRONT"].update(T_lidar_to_cam=rot.reshape(-1).tolist()))
-    assert "not a rotation" in msg
-    msg = _bad(defaults, lambda d: d["clip"].update(templates=["a photo of a thing"]))
-    assert "has no '{}'" in msg
-    msg = _bad(defaults, lambda d: d["cameras"].update(names=["CAM_FRONT", "CAM_BACK"]))
-    assert "cameras.CAM_BACK" in msg
-    msg = _bad(defaults, lambda d: d["segmentation"]["cluster"].update(min_points="five"))
-    assert "parameter 'segmentation.cluster.min_points'" in msg
+    cases = [
+        (lambda d: d["model"].update(backend="cuda"),
+         "parameter 'model.backend': 'cuda' is not one of ['auto', 'tensorrt', 'onnxruntime', 'torch']"),
+        (lambda d: d.update(score_threshold=1.5), "parameter 'score_threshold': 1.5 is greater than the maximum of 1"),
+        (lambda d: d.update(vocabulary=[]), "parameter 'vocabulary': must be set (it is an empty list)"),
+        (lambda d: d.update(vocabulary=["car", "car"]), "parameter 'vocabulary': ['car', 'car'] has non-unique elements"),
+        (lambda d: d["cameras"]["CAM_FRONT"].update(T_lidar_to_cam=[1.0] * 12),
+         f"parameter 'cameras.CAM_FRONT.T_lidar_to_cam': {[1.0] * 12} is too short"),
+        (lambda d: d["cameras"]["CAM_FRONT"].update(T_lidar_to_cam=rot.reshape(-1).tolist()),
+         "parameter 'cameras.CAM_FRONT.T_lidar_to_cam': the 3x3 block is not a rotation"),
+        (lambda d: d["clip"].update(templates=["a photo of a thing"]),
+         "parameter 'clip.templates': template 'a photo of a thing' has no '{}' for the label"),
+        (lambda d: d["cameras"].update(names=["CAM_FRONT", "CAM_BACK"]),
+         "parameter 'cameras.CAM_BACK': camera 'CAM_BACK' is listed in cameras.names but has no settings"),
+        (lambda d: d["segmentation"]["cluster"].update(min_points="five"),
+         "parameter 'segmentation.cluster.min_points': 'five' is not of type 'integer'"),
+    ]
+    for edit, line in cases:
+        assert _bad(defaults, edit).splitlines() == ["invalid parameters:", f"  {line}"]
+    msg = _bad(defaults, lambda d: d["segmentation"]["cluster"].update(tolerence=0.5))
+    assert "unknown parameter(s) ['segmentation.cluster.tolerence']" in msg
+    msg = _bad(defaults, lambda d: d["cameras"]["CAM_FRONT"].update(image_topic=""))
+    assert "parameter 'cameras.CAM_FRONT.image_topic': must be set" in msg
+    # two bad values: both reported, not just the first
+    two = _bad(defaults, lambda d: (d.update(score_threshold=1.5), d["model"].update(backend="cuda")))
+    assert {"  parameter 'score_threshold': 1.5 is greater than the maximum of 1",
+            "  parameter 'model.backend': 'cuda' is not one of ['auto', 'tensorrt', 'onnxruntime', 'torch']"} \
+        <= set(two.splitlines())
 
 
 def test_runtime_vocabulary_and_template_checks():
