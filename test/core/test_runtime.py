@@ -134,7 +134,7 @@ def test_default_encoder_export_parity(tmp_path):
 
 
 def test_sparse_encoder_is_not_exportable(tmp_path):
-    pytest.importorskip("spconv")
+    import spconv  # noqa: F401  (pinned: fails loudly when missing)
     from clip2_core.encoders import create_point_encoder
 
     enc = create_point_encoder("sparse-voxel-s-v1").eval()

@@ -11,15 +11,9 @@ import torch
 
 from clip2_core.encoders import load_model_config
 
-spconv_missing = False
-try:
-    from clip2_core.encoders.sparse import import_spconv
+from clip2_core.encoders.sparse import import_spconv
 
-    import_spconv()
-except ImportError:  # pragma: no cover - environment without spconv
-    spconv_missing = True
-
-needs_spconv = pytest.mark.skipif(spconv_missing, reason="spconv is not installed")
+import_spconv()  # pinned (requirements/core.txt): a machine without spconv fails here instead of skipping
 
 
 def test_voxelize_worked_example():
@@ -38,7 +32,6 @@ def test_voxelize_worked_example():
     assert idx.dtype == torch.int32
 
 
-@needs_spconv
 @pytest.mark.parametrize("threads", [1, 2])
 def test_spconv_matches_dense_conv3d_on_cpu(threads):
     from clip2_core.encoders.sparse import spconv_dense_parity
@@ -52,7 +45,6 @@ def test_spconv_matches_dense_conv3d_on_cpu(threads):
         torch.set_num_threads(old)
 
 
-@needs_spconv
 @torch.enable_grad()  # independent of global grad mode left behind by other code
 def test_sparse_encoder_forward_backward_on_cpu():
     from clip2_core.encoders import create_point_encoder
@@ -72,7 +64,6 @@ def test_sparse_encoder_forward_backward_on_cpu():
 
 
 @pytest.mark.gpu
-@needs_spconv
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_spconv_matches_dense_conv3d_on_cuda():  # pragma: no cover - GPU machines only
     from clip2_core.encoders.sparse import spconv_dense_parity
@@ -82,7 +73,6 @@ def test_spconv_matches_dense_conv3d_on_cuda():  # pragma: no cover - GPU machin
 
 
 @pytest.mark.gpu
-@needs_spconv
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @torch.enable_grad()
 def test_sparse_encoder_forward_backward_on_cuda():  # pragma: no cover - GPU machines only
