@@ -190,12 +190,32 @@ def test_ensure_onnx_reexports_when_stale(tiny_encoder_checkpoint, tmp_path):
     assert meta["weights_sha256"] == _state_sha256(model)  # re-exported for the new weights
 
 
-def test_auto_backend_here_is_onnxruntime(tiny_encoder_checkpoint, caplog):
-    assert importlib.util.find_spec("tensorrt") is None  # this machine: no TensorRT
-    assert choose_backend("auto") == "onnxruntime"
-    assert choose_backend("torch") == "torch"
+def test_auto_backend_prefers_tensorrt_then_onnxruntime_then_torch(monkeypatch):
+    from clip2_core.runtime import embedders
+
+    for trt, ort, want in ((True, True, "tensorrt"), (True, False, "tensorrt"), (False, True, "onnxruntime"),
+                           (False, False, "torch")):
+        monkeypatch.setattr(embedders, "tensorrt_available", lambda t=trt: t)
+        monkeypatch.setattr(embedders, "onnxruntime_available", lambda o=ort: o)
+        assert choose_backend("auto") == want, (trt, ort)
+        for explicit in ("torch", "onnxruntime", "tensorrt"):
+            assert choose_backend(explicit) == explicit  # asked for by name: never second-guessed
+    with pytest.raises(RuntimeError, match="an .onnx source needs onnxruntime or tensorrt"):
+        choose_backend("auto", source_is_onnx=True)  # both still unavailable
     with pytest.raises(ValueError, match="backend must be"):
         choose_backend("openvino")
+
+
+def test_auto_backend_on_this_machine():
+    """TensorRT where it is importable and a CUDA GPU is visible, else ONNX Runtime (a pinned requirement)."""
+    has_trt = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+    assert choose_backend("auto") == ("tensorrt" if has_trt else "onnxruntime")
+
+
+def test_auto_embedder_without_tensorrt_is_onnxruntime(tiny_encoder_checkpoint, caplog, monkeypatch):
+    from clip2_core.runtime import embedders
+
+    monkeypatch.setattr(embedders, "tensorrt_available", lambda: False)  # as on a machine without TensorRT
     with caplog.at_level(logging.INFO, logger="clip2_core.runtime.embedders"):
         emb = create_embedder(tiny_encoder_checkpoint, backend="auto")
     assert emb.name == "onnxruntime"
@@ -206,9 +226,18 @@ def test_auto_backend_here_is_onnxruntime(tiny_encoder_checkpoint, caplog):
         create_embedder(tiny_encoder_checkpoint / "model.onnx", backend="torch")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
-def test_tensorrt_missing_gives_clear_error(tiny_encoder_checkpoint):
-    with pytest.raises(ImportError, match="tensorrt"):
+def test_tensorrt_missing_gives_clear_error(tiny_encoder_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # "import tensorrt" fails, as where it is not installed
+    with pytest.raises(ImportError, match="needs the 'tensorrt' Python package.*use backend='onnxruntime'"):
+        create_embedder(tiny_encoder_checkpoint, backend="tensorrt")
+
+
+def test_tensorrt_without_gpu_gives_clear_error(tiny_encoder_checkpoint, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # importable ...
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # ... but no CUDA GPU
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU.*use backend='onnxruntime'"):
         create_embedder(tiny_encoder_checkpoint, backend="tensorrt")
 
 
@@ -270,3 +299,4 @@ def test_tensorrt_embedder_matches_torch(tiny_encoder_checkpoint, tmp_path):  # 
         again = TensorRTEmbedder(onnx_path, fp16=fp16, max_batch=32)  # served from the cache
         assert again.engine_path == trt_e.engine_path
     assert choose_backend("auto") == "tensorrt"
+    assert create_embedder(d, backend="auto").name == "tensorrt"  # the auto choice on a TensorRT machine
