@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_samples is not None:
         tokens = tokens[: args.max_samples]
     clip = FrozenCLIP(VLMConfig(model=args.clip_model, pretrained=args.clip_weights, model_config_file=args.clip_config))
-    check_clip(clip, None, ClipConfig(allow_random=args.allow_random_clip), what="clip2 mine")
+    check_clip(clip, None, ClipConfig(allow_random=args.allow_random_clip), what="mining")
     if args.detections:
         from clip2_core.mining.detectors import DetectionsFile
 
