@@ -36,6 +36,18 @@ def test_file_and_local_dir_give_the_same_model(tiny_clip, tiny_clip_files):
     np.testing.assert_allclose(other.encode_text(["a bus"]), tiny_clip.encode_text(["a bus"]), atol=1e-6)
 
 
+def test_random_clip_files_are_flagged_in_their_metadata(tiny_clip_files, tmp_path):
+    from clip2_core.cli.demo_model import DEMO_CLIP_NAME, build_random_clip
+    from clip2_core.vlm import safetensors_metadata
+
+    flag = {"clip2.random_init": "true"}
+    assert safetensors_metadata(tiny_clip_files.weights_file) == flag
+    assert safetensors_metadata(tiny_clip_files.local_dir / "open_clip_model.safetensors") == flag
+    cfg_file, weights = build_random_clip(tmp_path, seed=1)  # what clip2 demo and clip2 random-clip write
+    assert weights.name == f"{DEMO_CLIP_NAME}.safetensors" and cfg_file.is_file()
+    assert safetensors_metadata(weights) == flag
+
+
 def test_weights_really_loaded(tiny_clip_files, tiny_clip):
     # a random model with another seed differs, so equality above is not an accident of init
     rnd = FrozenCLIP(VLMConfig(model=tiny_clip_files.name, pretrained=None, seed=99,
