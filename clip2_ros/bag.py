@@ -46,8 +46,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from clip2_core.datasets.nuscenes import CAMERA_CHANNELS
-from clip2_core.geometry import invert_transform, make_transform, quaternion_to_matrix, yaw_to_quaternion
+from clip2_core.datasets.nuscenes import CAMERA_CHANNELS, pose_matrix
+from clip2_core.geometry import invert_transform, yaw_to_quaternion
 
 log = logging.getLogger("clip2.bag")
 
@@ -146,11 +146,6 @@ def open_nuscenes(dataroot: Path, version: str):
     from nuscenes.nuscenes import NuScenes
 
     return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
-
-
-def _pose_matrix(record: Mapping) -> np.ndarray:
-    """4x4 from a calibrated_sensor / ego_pose record (rotation [w, x, y, z], translation [m])."""
-    return make_transform(quaternion_to_matrix(record["rotation"], scalar_first=True), record["translation"])
 
 
 class NuScenesSource:
@@ -573,8 +568,8 @@ def gt_document(source: NuScenesSource, plan: ScenePlan, gt_by_sample: Mapping[s
 
 def lidar_to_camera(source: NuScenesSource, sample: Mapping, camera: str) -> np.ndarray:
     """(4, 4) LIDAR_TOP -> camera optical frame through the ego frame (calibrated_sensor only, no ego motion)."""
-    T_ego_lidar = _pose_matrix(source.calibration(sample["data"][LIDAR_CHANNEL]))
-    T_ego_cam = _pose_matrix(source.calibration(sample["data"][camera]))
+    T_ego_lidar = pose_matrix(source.calibration(sample["data"][LIDAR_CHANNEL]))
+    T_ego_cam = pose_matrix(source.calibration(sample["data"][camera]))
     return invert_transform(T_ego_cam) @ T_ego_lidar
 
 

@@ -100,7 +100,7 @@ def load_class_map(class_map: ClassMapLike = None) -> Dict[str, str]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _pose_matrix(record: Mapping) -> np.ndarray:
+def pose_matrix(record: Mapping) -> np.ndarray:
     """4x4 transform from a calibrated_sensor / ego_pose record (rotation [w, x, y, z], translation)."""
     return make_transform(quaternion_to_matrix(record["rotation"], scalar_first=True), record["translation"])
 
@@ -211,7 +211,7 @@ class NuScenesReader:
         sd = self.nusc.get("sample_data", sd_token)
         cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
         pose = self.nusc.get("ego_pose", sd["ego_pose_token"])
-        return _pose_matrix(pose) @ _pose_matrix(cs)
+        return pose_matrix(pose) @ pose_matrix(cs)
 
     def load_points(self, sd_token: str) -> np.ndarray:
         """(N, 5) float32 x, y, z, intensity, ring of one LiDAR sample_data, sensor frame."""

@@ -213,14 +213,14 @@ def test_lazy_images(root, reader):
 def test_pose_matrix_matches_pyquaternion_for_tilted_poses():
     from pyquaternion import Quaternion
 
-    from clip2_core.datasets.nuscenes import _pose_matrix
+    from clip2_core.datasets.nuscenes import pose_matrix
     from clip2_core.geometry import invert_transform
 
     rng = np.random.default_rng(3)
     for _ in range(10):
         q = Quaternion(rng.normal(size=4)).normalised
         rec = {"rotation": list(q.elements), "translation": list(rng.normal(size=3) * 10)}
-        T = _pose_matrix(rec)
+        T = pose_matrix(rec)
         assert np.allclose(T[:3, :3], q.rotation_matrix, atol=1e-12)
         assert np.allclose(T[:3, 3], rec["translation"])
         assert np.allclose(invert_transform(T) @ T, np.eye(4), atol=1e-12)
