@@ -2,7 +2,8 @@
 
 ``clip2 bag from-nuscenes`` converts nuScenes (real or ``clip2 synth``) scenes into rosbag2
 folders that ``ros2 bag play`` replays (clip2_ros.bag, written with ``rosbags``: no ROS install
-needed). Further actions (``play``) join as subparsers of ``bag``. See docs/bags.md.
+needed); ``clip2 bag play`` publishes a bag with rclpy at its original timing (clip2_ros.player),
+for machines without ``ros2 bag``. See docs/bags.md.
 """
 from __future__ import annotations
 
@@ -19,6 +20,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="bag_action", metavar="ACTION")
     actions.required = True
     _register_from_nuscenes(actions)
+    _register_play(actions)
+
+
+def _register_play(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "play",
+        help="publish a rosbag2 folder over ROS 2 at its original timing (for machines without ros2 bag)",
+        description=(
+            "Publishes every message of BAG as stored (CDR bytes) with its original timing, or scaled by --rate; "
+            "--clock also publishes /clock for nodes with use_sim_time. Topics whose message type is not importable "
+            "here are skipped and listed. Ctrl-C stops."
+        ),
+    )
+    p.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap or .db3)")
+    p.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1 = real time)")
+    p.add_argument("--loop", action="store_true", help="play again from the start at the end, until Ctrl-C")
+    p.add_argument("--clock", action="store_true", help="publish /clock (rosgraph_msgs/Clock) with the bag time")
+    p.add_argument("--topics", nargs="+", default=None, help="play only these topics")
+    p.set_defaults(func=run_play)
+
+
+def run_play(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from clip2_ros.player import BagPlayer, PlayConfig, format_stats
+
+    cfg = PlayConfig(bag=args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics)
+    cfg.check()
+    rclpy.init()
+    player = None
+    try:
+        player = BagPlayer(cfg)
+        stats = player.play()
+    except KeyboardInterrupt:
+        stats = player.stats if player is not None else None
+    finally:
+        if player is not None:
+            player.destroy_node()
+        rclpy.try_shutdown()
+    if stats is not None:
+        print("\n".join(format_stats(stats)))
+    return 0
 
 
 def _register_from_nuscenes(actions: argparse._SubParsersAction) -> None:
