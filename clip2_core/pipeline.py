@@ -117,7 +117,11 @@ class Pipeline:
         log.info("point encoder %s on %s", getattr(self.embedder.config, "name", "?"), self.embedder.name)
         trained = trained_metadata(config.model.checkpoint, config.model.onnx)
         self.recognizer = Recognizer(config.recognition(), self.embedder, trained=trained, clip=clip)
-        self.clip = self.recognizer.clip
+
+    @property
+    def clip(self):
+        """The frozen CLIP the recognizer uses."""
+        return self.recognizer.clip
 
     @property
     def vocabulary(self) -> List[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -297,9 +298,12 @@ class Recognizer:
     def embed_points(self, crops: Sequence[np.ndarray], boxes: np.ndarray,
                      intensity_max: Optional[float] = None) -> np.ndarray:
         """``(M, D)`` point embeddings of ``crops`` (each ``(K, C)``) centred on ``boxes`` ``(M, 7)``."""
-        if len(crops) == 0:
+        return self._embed(self.encoder_inputs(crops, boxes, intensity_max))
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
             return np.zeros((0, self.embedder.config.embed_dim), dtype=np.float32)
-        return self.embedder.embed(self.encoder_inputs(crops, boxes, intensity_max))
+        return self.embedder.embed(batch)
 
     def embed_images(self, frame: Frame, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """CLIP embeddings ``(M, D)`` of each box's best camera crop, and ``(M,)`` bool validity.
@@ -331,15 +335,12 @@ class Recognizer:
         override ``config.ensemble``. A failure in the camera step (any exception) falls back to
         LiDAR-only for the whole frame and is reported in ``image_error``.
         """
-        import time
-
         state = state or self._state
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
         t0 = time.perf_counter()
         batch = self.encoder_inputs(crops, boxes, frame.intensity_max)
         tn = time.perf_counter()
-        emb = (self.embedder.embed(batch) if len(crops)
-               else np.zeros((0, self.embedder.config.embed_dim), dtype=np.float32))
+        emb = self._embed(batch)
         t1 = time.perf_counter()
         img, valid, err = None, None, None
         use_images = self.config.ensemble if ensemble is None else ensemble

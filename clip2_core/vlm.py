@@ -71,20 +71,17 @@ _INITIAL_LOGIT_SCALES = (float(np.log(1 / 0.07)), float(np.log(10.0)))
 
 
 def safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (header only; ``{}`` for other formats or no metadata)."""
+    """The ``__metadata__`` of a safetensors file (``{}`` for other formats, no metadata or an unreadable file)."""
+    from safetensors import SafetensorError, safe_open
+
     p = Path(path)
     if p.suffix != ".safetensors" or not p.is_file():
         return {}
     try:
-        with open(p, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                return {}
-            header = json.loads(f.read(n).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        with safe_open(str(p), framework="np") as f:
+            return dict(f.metadata() or {})
+    except (OSError, ValueError, SafetensorError):
         return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def save_random_clip_weights(model: Any, path: Union[str, Path]) -> Path:

@@ -159,14 +159,13 @@ def evaluate_recognition(
             continue
         points = [c.points for c in crops]
         boxes = np.stack([fit_box(p[:, :3]) for p in points])
-        point_only = recognizer.recognize(frame, points, boxes, state=state, ensemble=False)
-        names = point_only.vocabulary
+        emb = recognizer.embed_points(points, boxes, frame.intensity_max)  # once for both scores
         y_true += [index[c.label] for c in crops]
-        y_point += [names.index(lbl) for lbl in _best_names(point_only)]
+        y_point += _top1(state.classifier.classify(emb))
         if ensemble:
-            fused = recognizer.recognize(frame, points, boxes, state=state, ensemble=True)
-            n_images += int(fused.image_used.sum())
-            y_ens += [names.index(lbl) for lbl in _best_names(fused)]
+            img, valid = recognizer.embed_images(frame, boxes)
+            n_images += int(valid.sum())
+            y_ens += _top1(state.classifier.classify(emb, img, valid))
     if not y_true:
         raise ValueError(f"no ground-truth crops with >= {min_points} points and a label in the vocabulary {classes}")
     ident = recognizer.identity
@@ -186,9 +185,9 @@ def evaluate_recognition(
     return report
 
 
-def _best_names(result) -> List[str]:
-    """Top-1 vocabulary name per crop (the protocol scores top-1, whatever the unknown threshold)."""
-    return [tk[0][0] for tk in result.top_k]
+def _top1(result) -> List[int]:
+    """Top-1 vocabulary index per crop (the protocol scores top-1, whatever the unknown threshold)."""
+    return np.argmax(result.probs, axis=1).tolist()
 
 
 def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:
