@@ -1,6 +1,5 @@
 """Worked examples for clip2_core.geometry, plus the real KITTI frame."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Frustum selection, de-duplication and proxy shards (pure parts of mining)."""
 import json
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Ground removal and clustering: worked examples, bad input, and the real KITTI frame."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
