@@ -114,3 +114,34 @@ def save_bev_png(
     fig.savefig(out, dpi=dpi, facecolor="black", bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def save_confusion_png(path: str | Path, cm: np.ndarray, classes: Sequence[str], title: str,
+                       cols: Optional[Sequence[str]] = None) -> Path:
+    """A row-normalised confusion matrix PNG (rows: ground truth ``classes``; columns: predicted
+    ``cols``, default the same classes), counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = list(classes) if cols is None else list(cols)
+    cm = np.asarray(cm, dtype=np.float64).reshape(len(classes), len(cols))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n, m = len(classes), len(cols)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * max(m, 2), 0.8 + 0.5 * max(n, 2)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(m), cols, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    for i in range(n):
+        for j in range(m):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"confusion ({title})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

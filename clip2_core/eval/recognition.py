@@ -192,6 +192,8 @@ def _top1(result) -> List[int]:
 
 def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:
     """report.json, report.md and confusion.png (point-only; confusion_ensemble.png too)."""
+    from clip2_core.viz import save_confusion_png
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = report.to_json()
@@ -217,35 +219,8 @@ def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "R
                      f"({report.meta['objects_with_image_crop']} objects had a camera crop)")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     paths = {"json": out / "report.json", "md": out / "report.md",
-             "confusion": _confusion_png(out / "confusion.png", report.point["confusion"], report.classes, "point-only")}
+             "confusion": save_confusion_png(out / "confusion.png", report.point["confusion"], report.classes, "point-only")}
     if report.ensemble:
-        paths["confusion_ensemble"] = _confusion_png(out / "confusion_ensemble.png", report.ensemble["confusion"],
+        paths["confusion_ensemble"] = save_confusion_png(out / "confusion_ensemble.png", report.ensemble["confusion"],
                                                      report.classes, "point + image")
     return paths
-
-
-def _confusion_png(path: Path, cm: np.ndarray, classes: Sequence[str], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, dtype=np.float64)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    ax.set_title(f"confusion ({title})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
