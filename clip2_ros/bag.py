@@ -729,6 +729,7 @@ def _summary(cfg: BagConfig, results: List[SceneResult], seconds: float) -> dict
     writing = sum(r.seconds for r in results)
     return {
         "format": SUMMARY_FORMAT,
+        "dataroot": str(Path(cfg.dataroot).resolve()),  # where the tables are (clip2 eval replay scores against them)
         "dataset_version": cfg.version,
         "storage": cfg.storage,
         "sweeps_mode": cfg.sweeps,

@@ -13,7 +13,8 @@ out: ``~/detections/markers`` (visualization_msgs/MarkerArray), ``~/detections/j
      (std_msgs/String, one JSON document per frame), ``~/detections/points`` (PointCloud2 with
      label_id, score, cluster_id; only while subscribed), ``~/detections/detections3d``
      (vision_msgs/Detection3DArray, when vision_msgs is importable), ``~/debug/processing_time_ms``
-     (std_msgs/Float64), ``~/debug/stage_times_ms`` (std_msgs/String, JSON per-stage timings).
+     (std_msgs/Float64), ``~/debug/stage_times_ms`` (std_msgs/String, JSON per-stage timings),
+     ``~/debug/stats`` (std_msgs/String, JSON of ``node.stats``; 1 Hz, reliable, transient local).
 
 Threads
 -------
@@ -44,6 +45,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -88,6 +90,30 @@ def build_pipeline(pipeline_params: Dict[str, Any]):
     return Pipeline(PipelineConfig.from_dict(pipeline_params))
 
 
+def keep_range_of(params: P.NodeParams) -> float:
+    """[m] the node drops points beyond this range (from the clustering range)."""
+    return keep_range_for(float(params.pipeline["segmentation"].get("cluster", {}).get("max_range", 80.0)))
+
+
+def cloud_to_frame(msg: PointCloud2, params: P.NodeParams, keep_range: float):
+    """``(Frame, FrameDrops)`` of a PointCloud2 as the node builds it (CloudFormatError / ValueError when malformed)."""
+    points, names = pointcloud2_to_array(msg)
+    return frame_from_arrays(
+        points, names, stamp=stamp_to_seconds(msg.header.stamp), frame_id=params.lidar_frame_id or msg.header.frame_id,
+        intensity_field=params.intensity_field, intensity_max=params.intensity_max, keep_range=keep_range,
+    )
+
+
+def camera_view(cfg: P.CameraParams, image_msg, info_msg, T_lidar_to_cam: np.ndarray, stamp: float) -> CameraView:
+    """The :class:`CameraView` of one image + CameraInfo pair (decoded); ValueError / ImageDecodeError
+    when the info is unusable, the image does not decode or their sizes disagree."""
+    K, size_wh = camera_info_to_intrinsics(info_msg)
+    rgb = compressed_image_to_rgb(image_msg) if cfg.compressed else image_to_rgb(image_msg)
+    if (rgb.shape[1], rgb.shape[0]) != size_wh:
+        raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo says {size_wh[0]}x{size_wh[1]}")
+    return CameraView(name=cfg.name, K=K, T_lidar_to_cam=T_lidar_to_cam, size_wh=size_wh, image=rgb, stamp=stamp)
+
+
 class _CameraState:
     """Latest messages of one camera (written by camera callbacks, read by the LiDAR callback)."""
 
@@ -124,14 +150,14 @@ class LidarOpenVocabNode(Node):
             "inference_error": 0,
             "lidar_only_fallback": 0,
             "vocabulary_updates": 0,
+            "messages_lost": 0,  # LiDAR messages the middleware reports lost in transport
         }
         self._stats_lock = threading.Lock()
         self._last_warn: Dict[str, float] = {}
         self._declared: List[str] = []
         self.params = self._declare_and_validate()
         self._throttle_s = self.params.warn_throttle_s
-        max_range = float(self.params.pipeline["segmentation"].get("cluster", {}).get("max_range", 80.0))
-        self._max_keep_range = keep_range_for(max_range)  # [m] farther points are dropped
+        self._max_keep_range = keep_range_of(self.params)  # [m] farther points are dropped
 
         self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
         self._identity = self.pipeline.recognizer.identity
@@ -160,6 +186,10 @@ class LidarOpenVocabNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, "~/detections/points", sensor_qos(1))
         self.pub_time = self.create_publisher(Float64, "~/debug/processing_time_ms", 5)
         self.pub_stages = self.create_publisher(String, "~/debug/stage_times_ms", 5)
+        # counters (JSON of node.stats) once a second; transient local, so a late tool still gets the last
+        self.pub_stats = self.create_publisher(String, "~/debug/stats", QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.pub_vision = None
         if self.params.publish_vision_msgs:
             try:
@@ -173,7 +203,8 @@ class LidarOpenVocabNode(Node):
         self._lidar_group = MutuallyExclusiveCallbackGroup()
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self.sub_cloud = self.create_subscription(
-            PointCloud2, self.params.lidar_topic, self._on_cloud, sensor_qos(1), callback_group=self._lidar_group
+            PointCloud2, self.params.lidar_topic, self._on_cloud, sensor_qos(1), callback_group=self._lidar_group,
+            event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
         )
         self.cameras: Dict[str, _CameraState] = {}
         for cam in self.params.cameras:
@@ -187,6 +218,7 @@ class LidarOpenVocabNode(Node):
                 CameraInfo, cam.camera_info_topic, self._info_callback(state), sensor_qos(1),
                 callback_group=self._camera_group,
             )
+        self._stats_timer = self.create_timer(1.0, self.publish_stats, callback_group=self._camera_group)
         self.get_logger().info(
             f"listening on {self.sub_cloud.topic_name}"
             + (f" with cameras {list(self.cameras)}" if self.cameras else " (LiDAR-only)")
@@ -284,6 +316,15 @@ class LidarOpenVocabNode(Node):
             self._last_warn[kind] = now
             self.get_logger().warning(f"[{kind}] {message}")
 
+    def _on_message_lost(self, info) -> None:
+        self._count("messages_lost", int(info.total_count_change))
+
+    def publish_stats(self) -> None:
+        """Publish ``node.stats`` as JSON on ``~/debug/stats`` (also once a second by a timer)."""
+        with self._stats_lock:
+            doc = json.dumps(dict(self.stats), sort_keys=True)
+        self.pub_stats.publish(String(data=doc))
+
     def _make_tf_buffer(self):
         try:
             from tf2_ros import Buffer, TransformListener
@@ -339,21 +380,11 @@ class LidarOpenVocabNode(Node):
             if info is None:
                 self._warn("camera_skipped", f"{name}: no CameraInfo received yet; not used")
                 continue
+            cam_frame = state.cfg.frame_id or msg.header.frame_id
             try:
-                K, size_wh = camera_info_to_intrinsics(info)
-                rgb = compressed_image_to_rgb(msg) if state.cfg.compressed else image_to_rgb(msg)
+                views[name] = camera_view(state.cfg, msg, info, self._extrinsics(state, lidar_frame, cam_frame), t_img)
             except (ValueError, ImageDecodeError) as exc:
                 self._warn("camera_skipped", f"{name}: {exc}; not used")
-                continue
-            if (rgb.shape[1], rgb.shape[0]) != size_wh:
-                self._warn(
-                    "camera_skipped",
-                    f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo says {size_wh[0]}x{size_wh[1]}; not used",
-                )
-                continue
-            cam_frame = state.cfg.frame_id or msg.header.frame_id
-            T = self._extrinsics(state, lidar_frame, cam_frame)
-            views[name] = CameraView(name=name, K=K, T_lidar_to_cam=T, size_wh=size_wh, image=rgb, stamp=t_img)
         return views
 
     # ------------------------------------------------------------------------------------------
@@ -368,17 +399,12 @@ class LidarOpenVocabNode(Node):
     def _process_cloud(self, msg: PointCloud2) -> None:
         t0 = time.perf_counter()
         self._count("clouds_received")
-        frame_id = self.params.lidar_frame_id or msg.header.frame_id
-        t = stamp_to_seconds(msg.header.stamp)
         try:
-            points, names = pointcloud2_to_array(msg)
-            frame, drops = frame_from_arrays(
-                points, names, stamp=t, frame_id=frame_id, intensity_field=self.params.intensity_field,
-                intensity_max=self.params.intensity_max, keep_range=self._max_keep_range,
-            )
+            frame, drops = cloud_to_frame(msg, self.params, self._max_keep_range)
         except (CloudFormatError, ValueError) as exc:
             self._warn("malformed_cloud", f"PointCloud2 skipped: {exc}")
             return
+        frame_id, t = frame.frame_id, frame.stamp
         if drops.nonfinite:
             self._count("nonfinite_points", drops.nonfinite)
         if drops.out_of_range:
@@ -437,6 +463,10 @@ class LidarOpenVocabNode(Node):
 
     # ------------------------------------------------------------------------------------------
     def destroy_node(self) -> None:
+        try:  # the final counts, for a tool that is still listening
+            self.publish_stats()
+        except Exception:  # context already shut down
+            pass
         self._vocab_requests.put(None)
         if self._vocab_thread.is_alive():
             self._vocab_thread.join(timeout=5.0)

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -111,8 +111,16 @@ class BagPlayer(Node):
         msg.clock.sec, msg.clock.nanosec = divmod(int(t_ns), 1_000_000_000)
         self._clock_pub.publish(msg)
 
-    def play(self, stop: Optional[threading.Event] = None) -> PlayStats:
-        """Publish the bag (again while ``loop``) until its end or ``stop`` is set."""
+    def publisher(self, topic: str):
+        """The rclpy publisher of a played topic (KeyError when it is not played)."""
+        return self._topic_publishers[topic]
+
+    def play(self, stop: Optional[threading.Event] = None,
+             on_publish: Optional[Callable[[str, int, float], None]] = None) -> PlayStats:
+        """Publish the bag (again while ``loop``) until its end or ``stop`` is set.
+
+        ``on_publish(topic, bag_time_ns, monotonic_s)`` runs right after each message is published.
+        """
         stop = stop or threading.Event()
         if self.config.start_delay > 0:
             stop.wait(self.config.start_delay)
@@ -132,6 +140,8 @@ class BagPlayer(Node):
                 if self._clock_pub is not None:
                     self._publish_clock(t_ns)
                 self._topic_publishers[conn.topic].publish(bytes(raw))
+                if on_publish is not None:
+                    on_publish(conn.topic, t_ns, time.monotonic())
                 self.stats.published[conn.topic] = self.stats.published.get(conn.topic, 0) + 1
                 last = t_ns
             if t_first is not None and last is not None:

@@ -70,7 +70,7 @@ def user_error(exc: BaseException) -> bool:
     """Errors that end a command with a one-line message (exit 2) instead of a traceback."""
     from clip2_core.vlm import WeightsUnavailableError
 
-    return isinstance(exc, (FileNotFoundError, ValueError, WeightsUnavailableError))
+    return isinstance(exc, (FileNotFoundError, ValueError, WeightsUnavailableError)) or bool(getattr(exc, "user_error", False))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
