@@ -10,7 +10,7 @@ The JSON document (one per frame, ``~/detections/json``) is::
      "detections": [{"label": "car", "score": 0.83, "cluster_id": 3, "num_points": 412,
                      "box": {"center": [x, y, z], "size": [l, w, h], "yaw": 0.1},
                      "top_k": [["car", 0.83], ["truck", 0.1]]}, ...],
-     "timings_ms": {"ground": 4.1, ...},
+     "timings_ms": {"ground": 4.1, ...}, "cameras": {"CAM_FRONT": 12.49},
      "clip": {"model": "ViT-B-32", "weights_id": "tag:ViT-B-32/openai", "random": false},
      "random_clip": false, "encoder": "pointnet2-s-v1", "backend": "onnxruntime"}
 
@@ -18,6 +18,7 @@ With random CLIP weights (allowed only by ``clip.allow_random``) the document sa
 ``"random_clip": true`` and carries a ``"warning"``.
 
 Boxes are in ``frame_id`` with the clip2 box convention (centre, lwh, yaw about +z).
+``cameras``: the stamp of the image of each camera used with this sweep (absent cameras were not used).
 """
 from __future__ import annotations
 
@@ -153,6 +154,7 @@ def detections_to_dict(
     timings_ms: Optional[Dict[str, float]] = None,
     image_used: Optional[Sequence[bool]] = None,
     identity: Optional[Dict] = None,
+    cameras: Optional[Dict[str, float]] = None,
 ) -> dict:
     """The per-frame JSON document as a dict (see the module docstring).
 
@@ -160,6 +162,7 @@ def detections_to_dict(
     ``identity``: what produced the labels (:attr:`clip2_core.recognition.Recognizer.identity`:
     ``clip`` model and weights identity, ``random_clip``, encoder, backend); copied into the
     document, with a ``warning`` when the CLIP weights are random.
+    ``cameras``: camera name -> stamp [s] of the image used with this sweep (``cameras`` in the document).
     """
     dets = []
     for i, d in enumerate(detections):
@@ -185,6 +188,8 @@ def detections_to_dict(
         "detections": dets,
         "timings_ms": {k: round(float(v), 3) for k, v in (timings_ms or {}).items()},
     }
+    if cameras is not None:
+        doc["cameras"] = {k: float(v) for k, v in cameras.items()}
     if identity is not None:
         doc.update({k: identity[k] for k in ("clip", "random_clip", "encoder", "backend") if k in identity})
         if identity.get("random_clip"):

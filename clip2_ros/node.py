@@ -161,6 +161,8 @@ class LidarOpenVocabNode(Node):
 
         self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
         self._identity = self.pipeline.recognizer.identity
+        if pipeline is None:  # the first sweep must not pay for lazy initialisation
+            self.get_logger().info(f"pipeline warmed up in {self.pipeline.warm_up():.0f} ms")
         if self._identity.get("random_clip"):
             self.get_logger().warning(
                 "CLIP weights are RANDOM (clip.allow_random is true): labels are NOT zero-shot results; "
@@ -431,11 +433,11 @@ class LidarOpenVocabNode(Node):
         # pipeline stages keep their names; its own total becomes "pipeline" ("total" is the node's)
         timings.update({("pipeline" if k == "total" else k): float(v) for k, v in result.timings_ms.items()})
         self._publish(msg, frame, result.detections, result.segmentation, timings, t0, result.vocabulary,
-                      list(result.image_used))
+                      list(result.image_used), {n: v.stamp for n, v in (frame.cameras or {}).items()})
 
     def _publish(
         self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float,
-        vocabulary: List[str], image_used: Optional[List[bool]] = None,
+        vocabulary: List[str], image_used: Optional[List[bool]] = None, cameras: Optional[Dict[str, float]] = None,
     ) -> None:
         """Publish one frame's outputs; ``vocabulary``: the one its labels come from (label_id indexes it)."""
         t_pub = time.perf_counter()
@@ -454,7 +456,7 @@ class LidarOpenVocabNode(Node):
         self.pub_json.publish(
             String(data=detections_to_json(
                 detections, frame.stamp, frame.frame_id, vocabulary, dict(timings, total=total), image_used,
-                identity=self._identity,
+                identity=self._identity, cameras=cameras,
             ))
         )
         self.pub_time.publish(Float64(data=total))
@@ -479,6 +481,12 @@ def main(args: Optional[List[str]] = None) -> int:
     Exit codes: 0 after a shutdown, 2 for invalid parameters, 1 when the node cannot start
     (e.g. the encoder or CLIP weights cannot be loaded).
     """
+    from clip2_ros.dds import apply_large_data_profile
+
+    try:  # covers the node's own large outputs (labelled cloud); the senders of clouds need it too (docs/dds.md)
+        apply_large_data_profile()
+    except FileNotFoundError:  # a broken install: default DDS settings
+        pass
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
     executor = MultiThreadedExecutor(num_threads=3)

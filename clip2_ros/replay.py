@@ -257,7 +257,7 @@ def node_env(domain_id: int) -> Dict[str, str]:
         from clip2_ros.dds import large_data_env
 
         env = large_data_env(env)
-    except ImportError:  # no shipped DDS profile
+    except FileNotFoundError:  # no shipped profile (warned about by run_replay)
         pass
     return env
 
@@ -549,44 +549,42 @@ def stage_medians(docs: Sequence[dict]) -> Dict[str, float]:
 def offline_check(scene: SceneInput, rec: SceneRecord, max_frames: Optional[int] = None,
                   atol: float = 1e-3) -> Dict[str, Any]:
     """The sweeps the node processed, through :class:`~clip2_core.pipeline.Pipeline` directly, built
-    from the bag's messages exactly as the node builds its frames (same conversions, the camera
-    images published before the sweep); each frame's detections compared with the node's
-    (labels equal, box centres and sizes within ``atol`` m, scores within ``atol``)."""
+    from the bag's messages exactly as the node builds its frames (``cloud_to_frame``,
+    ``camera_view``) with the camera images the node says it used (``cameras`` of its JSON);
+    each frame's detections compared with the node's (labels equal, box centres and sizes within
+    ``atol`` m, scores within ``atol``)."""
     from rclpy.serialization import deserialize_message
     from rosbags.rosbag2 import Reader
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-    from clip2_core.frames import pick_nearest_stamp
     from clip2_ros import params as P
     from clip2_ros.conversions import stamp_to_seconds
-    from clip2_ros.node import CAMERA_BUFFER, build_pipeline, camera_view, cloud_to_frame, keep_range_of
+    from clip2_ros.node import build_pipeline, camera_view, cloud_to_frame, keep_range_of
 
     params = P.node_params(scene.params)
     pipeline = build_pipeline(params.pipeline)
     keep_range = keep_range_of(params)
     online = {_us(d["stamp"]): d for d in rec.docs}
-    use_cams = bool(params.cameras) and bool(params.pipeline.get("ensemble", False))
-    topics = {params.lidar_topic: "lidar"}
-    if use_cams:
-        for cam in params.cameras:
-            topics[cam.image_topic] = ("image", cam)
-            topics[cam.camera_info_topic] = ("info", cam)
-    images: Dict[str, List[Tuple[float, Any]]] = {c.name: [] for c in params.cameras}
-    infos: Dict[str, Any] = {}
+    cams = {c.name: c for c in params.cameras}
+    wanted = {(name, _us(t)) for d in rec.docs for name, t in (d.get("cameras") or {}).items()}
+    by_topic = {}
+    for c in params.cameras:
+        by_topic[c.image_topic] = ("image", c)
+        by_topic[c.camera_info_topic] = ("info", c)
+    images: Dict[Tuple[str, int], Tuple[Any, Any]] = {}  # (camera, stamp us) -> (image msg, camera info)
     checked = identical = 0
     mismatches: List[Dict[str, Any]] = []
     with Reader(scene.bag) as reader:
-        conns = [c for c in reader.connections if c.topic in topics]
-        for conn, _, raw in reader.messages(connections=conns):
-            kind = topics[conn.topic]
-            if kind != "lidar":
-                what, cam = kind
-                if what == "image":
-                    msg = deserialize_message(bytes(raw), CompressedImage if cam.compressed else Image)
-                    images[cam.name] = (images[cam.name] + [(stamp_to_seconds(msg.header.stamp), msg)])[-CAMERA_BUFFER:]
-                else:
-                    infos[cam.name] = deserialize_message(bytes(raw), CameraInfo)
-                continue
+        infos: Dict[str, Any] = {}
+        conns = [c for c in reader.connections if c.topic in by_topic] if wanted else []
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            what, cam = by_topic[conn.topic]
+            if what == "info":
+                infos[cam.name] = raw
+            elif (cam.name, int(round(t_ns / 1000))) in wanted and cam.name in infos:
+                images[(cam.name, int(round(t_ns / 1000)))] = (raw, infos[cam.name])
+        conns = [c for c in reader.connections if c.topic == params.lidar_topic]
+        for _, _, raw in reader.messages(connections=conns):
             msg = deserialize_message(bytes(raw), PointCloud2)
             t_us = _us(stamp_to_seconds(msg.header.stamp))
             if t_us not in online:
@@ -594,18 +592,16 @@ def offline_check(scene: SceneInput, rec: SceneRecord, max_frames: Optional[int]
             if max_frames is not None and checked >= max_frames:
                 break
             frame, _ = cloud_to_frame(msg, params, keep_range)
-            if use_cams and frame.points.shape[0]:
-                views = {}
-                for cam in params.cameras:
-                    buf = images[cam.name]
-                    i, _ = pick_nearest_stamp([s for s, _ in buf], frame.stamp, params.max_time_offset)
-                    if i is None or cam.name not in infos:
-                        continue
-                    try:
-                        views[cam.name] = camera_view(cam, buf[i][1], infos[cam.name], cam.T_lidar_to_cam, buf[i][0])
-                    except ValueError:
-                        continue
-                frame.cameras = views
+            views = {}
+            for name, t_img in (online[t_us].get("cameras") or {}).items():
+                got = images.get((name, _us(t_img)))
+                if got is None or name not in cams:
+                    continue
+                cam = cams[name]
+                img = deserialize_message(bytes(got[0]), CompressedImage if cam.compressed else Image)
+                views[name] = camera_view(cam, img, deserialize_message(bytes(got[1]), CameraInfo), cam.T_lidar_to_cam,
+                                          stamp_to_seconds(img.header.stamp))
+            frame.cameras = views
             dets = pipeline.process(frame).detections if frame.points.shape[0] else []
             checked += 1
             diff = _compare(dets, online[t_us]["detections"], atol)
@@ -617,15 +613,20 @@ def offline_check(scene: SceneInput, rec: SceneRecord, max_frames: Optional[int]
 
 
 def _compare(offline, online: Sequence[dict], atol: float) -> Optional[str]:
+    """None when both lists hold the same detections (paired by nearest box centre), else what differs."""
+    from clip2_core.eval.detection import greedy_match
+
     if len(offline) != len(online):
         return f"{len(offline)} detections offline, {len(online)} online"
-    a = sorted(offline, key=lambda d: tuple(np.round(d.box.center, 2)))
-    b = sorted(online, key=lambda d: tuple(np.round(d["box"]["center"], 2)))
-    for x, y in zip(a, b):
-        if x.label != y["label"]:
-            return f"label {x.label!r} offline, {y['label']!r} online"
+    a = np.array([d.box.center for d in offline]).reshape(-1, 3)
+    b = np.array([d["box"]["center"] for d in online]).reshape(-1, 3)
+    pairs = greedy_match(a[:, :2], b[:, :2], max_dist=1e9)
+    for i, j in pairs:
+        x, y = offline[i], online[j]
         if not (np.allclose(x.box.center, y["box"]["center"], atol=atol) and np.allclose(x.box.size, y["box"]["size"], atol=atol)):
             return f"box {np.round(x.box.center, 3).tolist()} offline, {y['box']['center']} online"
+        if x.label != y["label"]:
+            return f"label {x.label!r} offline, {y['label']!r} online"
         if abs(float(x.score) - float(y["score"])) > atol:
             return f"score {float(x.score):.4f} offline, {float(y['score']):.4f} online"
     return None
@@ -639,6 +640,12 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
     from clip2_ros.replay_report import write_report
 
     cfg.check()
+    try:  # the player in this process sends clouds over 0.5 MB: the large-data DDS profile (docs/dds.md)
+        from clip2_ros.dds import apply_large_data_profile
+
+        apply_large_data_profile()
+    except FileNotFoundError as exc:
+        log.warning("%s: clouds over 0.5 MB may not reach the node", exc)
     label_map = load_label_map(cfg.label_map)
     scenes = [load_scene(b, cfg) for b in scene_bags(cfg.bag, cfg.scenes)]
     versions = {s.gt.get("dataset_version") for s in scenes}

@@ -48,6 +48,9 @@ def run_play(args: argparse.Namespace) -> int:
 
     cfg = PlayConfig(bag=args.bag, rate=args.rate, loop=args.loop, clock=args.clock, topics=args.topics)
     cfg.check()
+    from clip2_ros.dds import apply_large_data_profile
+
+    apply_large_data_profile()  # clouds over 0.5 MB reach best-effort subscribers (docs/dds.md)
     rclpy.init()
     player = None
     try:

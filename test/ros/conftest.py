@@ -12,6 +12,10 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(os.getpid() % 100 + 1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from clip2_ros.dds import apply_large_data_profile  # noqa: E402
+
+apply_large_data_profile()  # before any participant of this process exists: big clouds get through (docs/dds.md)
+
 import rclpy  # noqa: E402  (requirements/ros.txt: the ROS 2 wheels, or a ROS 2 install)
 
 
