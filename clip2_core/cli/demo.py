@@ -205,7 +205,8 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     print(f"replay of {', '.join(report['scenes'])} ({report['transport']['played']} sweeps):")
     print("\n".join(headline_lines(report)))
     print(f"report: {report_dir / 'report.md'}")
-    return {"report": str(report_dir / "report.json"), "checkpoint": str(ckpt), "onnx": str(onnx)}
+    return {"report": str((report_dir / "report.json").resolve()), "checkpoint": str(Path(ckpt).resolve()),
+            "onnx": str(onnx.resolve())}
 
 
 def _train(proxies: Path, run_dir: Path, clip: Dict[str, Any], steps: int) -> str:

@@ -3,8 +3,8 @@
 The checkout's files (tracked and untracked-but-not-ignored, as ``git ls-files`` lists them) are
 copied to a temporary source tree, so neither a stale ``build/`` of the checkout can leak into the
 wheel nor does the build write into the checkout. A wheel of that tree is built and installed into
-a fresh target folder; ``python -m clip2_core demo`` (recognition included: it trains the small
-demo encoder, about a minute) and the ``clip2`` entry point then run from a folder outside the
+a fresh target folder; ``python -m clip2_core demo`` (the whole loop, small: it trains an encoder
+and replays a bag through the node started from the installed package) and the ``clip2`` entry point then run from a folder outside the
 checkout with only that target on ``PYTHONPATH`` (dependencies come from the test's environment).
 The sample frame, model configs and node config must come from the installed package.
 """
@@ -49,7 +49,7 @@ def test_wheel_installs_and_demo_runs_outside_the_checkout(tmp_path):
     frame = sorted(p.name for p in (REPO / "clip2_core" / "data" / "kitti_000008").iterdir())
     assert {"points.npy", "gt.json", "calib.json", "frame.json", "CAM2.png"} <= set(frame)
     assert {f"clip2_core/data/kitti_000008/{f}" for f in frame} | {"clip2_core/data/README.md"} <= names
-    shared = {f"{d}/{p.name}" for d, pat in (("config", "*.yaml"), ("config", "*.json"), ("launch", "*.launch.py"),
+    shared = {f"{d}/{p.name}" for d, pat in (("config", "*.yaml"), ("config", "*.json"), ("config", "*.xml"), ("launch", "*.launch.py"),
                                              ("rviz", "*.rviz")) for p in (REPO / d).glob(pat)}
     shared |= {"package.xml", "../ament_index/resource_index/packages/clip2_ros"}
     data = next(n.split("/data/")[0] for n in names if n.endswith(".data/data/share/clip2_ros/package.xml"))
@@ -67,19 +67,27 @@ def test_wheel_installs_and_demo_runs_outside_the_checkout(tmp_path):
     for line in where.stdout.split():
         assert Path(line).resolve().is_relative_to(target.resolve()), where.stdout  # not the editable checkout
 
-    r = _run([sys.executable, "-m", "clip2_core", "demo", "--out", "D"], cwd=work, env=env, timeout=900)
+    # the whole loop, small: synthetic world -> mine -> train -> ONNX -> bag -> the live node (a process
+    # started from the installed package) -> devkit report
+    r = _run([sys.executable, "-m", "clip2_core", "demo", "--out", "D", "--train-scenes", "1", "--val-scenes", "1",
+              "--seconds", "2", "--steps", "60"], cwd=work, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     summary = json.loads((work / "D" / "summary.json").read_text())
-    assert summary["kitti_000008"]["points"] == 17238 and summary["kitti_000008"]["gt_recall_1m"] >= 4 / 6
-    assert summary["recognition"]["gt_found"] >= 1 and "RANDOM" in summary["recognition"]["note"]
-    for png in ("kitti_000008_bev.png", "synthetic_seed0_bev.png", "recognition_bev.png"):
+    clustering = summary["clustering"]
+    assert clustering["kitti_000008"]["points"] == 17238 and clustering["kitti_000008"]["gt_recall_1m"] >= 4 / 6
+    report = json.loads(Path(summary["loop"]["report"]).read_text())
+    assert report["transport"]["processed"] >= 1 and report["identity"]["random_clip"] is True
+    assert "mean_ap" in report["devkit"] and "RANDOM" in r.stdout and "mAP (devkit)" in r.stdout
+    for png in ("kitti_000008_bev.png", "synthetic_seed0_bev.png", "replay/latency.png"):
         assert (work / "D" / png).read_bytes()[:8] == PNG
+    assert (work / "D" / "replay" / "report.md").is_file()
 
     # the console script pip wrote, with the same target: the clustering part of the demo
     clip2 = target / "bin" / "clip2"
     assert clip2.is_file()
     r = _run([str(clip2), "demo", "--no-recognition", "--out", "E"], cwd=work, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert set(json.loads((work / "E" / "summary.json").read_text())) == {"kitti_000008", "synthetic_seed0"}
+    assert set(json.loads((work / "E" / "summary.json").read_text())["clustering"]) == {"kitti_000008", "synthetic_seed0"}
+    assert "loop" not in json.loads((work / "E" / "summary.json").read_text())
     assert (work / "E" / "kitti_000008_bev.png").read_bytes()[:8] == PNG
     assert not (REPO / "D").exists() and not (REPO / "E").exists()

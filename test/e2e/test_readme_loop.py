@@ -27,8 +27,9 @@ def readme_loop_commands():
 def test_readme_block_is_found_and_complete():
     cmds = readme_loop_commands()
     tools = [shlex.split(c)[0:2] for c in cmds]
-    assert [t[0] for t in tools] == ["clip2", "clip2", "clip2", "clip2", "python", "clip2", "clip2"]
-    assert [t[1] for t in tools] == ["synth", "random-clip", "mine", "mine", "training/train.py", "eval", "export"]
+    assert [t[0] for t in tools] == ["clip2", "clip2", "clip2", "clip2", "python", "clip2", "clip2", "clip2", "clip2"]
+    assert [t[1] for t in tools] == ["synth", "random-clip", "mine", "mine", "training/train.py", "eval", "export", "bag",
+                                     "eval"]
 
 
 def test_readme_offline_loop_runs_as_written(tmp_path):
@@ -49,6 +50,11 @@ def test_readme_offline_loop_runs_as_written(tmp_path):
     # trained against the random CLIP's text bank for 150 steps: clearly above chance (1/10)
     assert report["point"]["mean_class_acc"] > 0.2, report["point"]
     assert (work / "model.onnx").stat().st_size > 10_000
+    # the held-out scene through the live node, scored by the devkit
+    replay = json.loads((work / "outputs/replay/report.json").read_text())
+    assert replay["scenes"] == ["scene-0003"] and replay["identity"]["random_clip"] is True
+    assert replay["transport"]["processed"] > 0 and replay["transport"]["lost_in_transport"] == 0
+    assert replay["identity"]["backend"] == "onnxruntime" and "mean_ap" in replay["devkit"]
 
 
 def test_random_clip_is_refused_without_the_flag(tmp_path):
