@@ -26,6 +26,7 @@ setup(
         _share("launch", "*.launch.py"),
         _share("config", "*.yaml"),
         _share("config", "*.json"),
+        _share("config", "*.xml"),  # Fast DDS profiles (clip2_ros.dds, docs/dds.md)
         _share("rviz", "*.rviz"),
     ],
     install_requires=["setuptools"],
