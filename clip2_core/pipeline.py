@@ -23,7 +23,7 @@ import numpy as np
 
 from clip2_core.recognition import ClipConfig, RecognitionConfig, Recognizer, trained_metadata
 from clip2_core.segmentation import SegmentationConfig, SegmentationResult, Segmenter
-from clip2_core.types import Detection, Frame
+from clip2_core.types import CameraView, Detection, Frame
 
 __all__ = ["ClipConfig", "ModelConfig", "Pipeline", "PipelineConfig", "PipelineResult"]
 
@@ -136,9 +136,9 @@ class Pipeline:
         self.config.vocabulary = self.recognizer.vocabulary
 
     def warm_up(self) -> float:
-        """Run one small synthetic sweep through every LiDAR stage (ground plane + three boxes of
-        points), so the first real sweep does not pay for lazy initialisation (encoder runtime,
-        kernels, allocations); returns its time [ms]."""
+        """Run one small synthetic sweep through every stage (ground plane + three boxes of points;
+        with ``ensemble`` a grey camera image too), so the first real sweep does not pay for lazy
+        initialisation (encoder runtime, kernels, CLIP's image tower, allocations); returns its time [ms]."""
         rng = np.random.default_rng(0)
         gx, gy = np.meshgrid(np.arange(-20.0, 20.0, 0.4), np.arange(-20.0, 20.0, 0.4))
         ground = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, -1.7)], axis=1)
@@ -146,8 +146,15 @@ class Pipeline:
                    for x, y in ((8.0, 0.0), (-6.0, 4.0), (0.0, -10.0))]
         xyz = np.concatenate([ground, *objects]).astype(np.float32)
         pts = np.concatenate([xyz, np.zeros((len(xyz), 2), np.float32)], axis=1)  # intensity, ring
+        frame = Frame(points=pts, point_fields=("x", "y", "z", "intensity", "ring"))
+        if self.config.ensemble:  # and CLIP's image tower: a grey camera looking along +x
+            T = np.eye(4)
+            T[:3, :3] = [[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]
+            frame.cameras = {"warm_up": CameraView(name="warm_up", K=[[500.0, 0, 320.0], [0, 500.0, 240.0], [0, 0, 1.0]],
+                                                   T_lidar_to_cam=T, size_wh=(640, 480),
+                                                   image=np.full((480, 640, 3), 128, np.uint8))}
         t0 = time.perf_counter()
-        self.process(Frame(points=pts, point_fields=("x", "y", "z", "intensity", "ring")))
+        self.process(frame)
         return (time.perf_counter() - t0) * 1e3
 
     # ------------------------------------------------------------------ per frame

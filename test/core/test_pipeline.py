@@ -141,3 +141,23 @@ def test_ensemble_with_camera_crop(trained_tiny_model):
     frame.cameras["CAM_FRONT"].image = np.zeros((5,), np.uint8)  # undecodable / wrong shape
     res2 = pipe.process(frame)
     assert not any(res2.image_used) and len(res2.detections) == len(res.detections)
+
+
+def test_warm_up_runs_every_stage_and_changes_nothing(trained_tiny_model, monkeypatch):
+    pipe = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(ensemble=True)))
+    frame, _ = _frame(305)
+    before = pipe.process(frame)
+    calls = {"points": 0, "images": 0}
+    for name, key in (("_embed", "points"), ("embed_images", "images")):
+        real = getattr(pipe.recognizer, name)
+
+        def counted(*a, _real=real, _key=key, **kw):
+            calls[_key] += 1
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(pipe.recognizer, name, counted)
+    assert pipe.warm_up() > 0
+    assert calls["points"] >= 1 and calls["images"] >= 1  # the point encoder and CLIP's image tower both ran
+    after = pipe.process(frame)
+    assert [d.label for d in after.detections] == [d.label for d in before.detections]
+    assert np.allclose([d.score for d in after.detections], [d.score for d in before.detections])
