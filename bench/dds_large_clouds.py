@@ -8,14 +8,16 @@ or reliable, keep last 5) sending ``count`` clouds of one size at ``rate`` Hz, a
 (best effort keep last 1, the clip2 node's LiDAR input QoS, or reliable keep last 10), each with
 its own Fast DDS setting, a ROS_DOMAIN_ID of its own (60-90, in turn) and the given discovery
 range. Printed: delivered/sent and the header-stamp-to-callback latency (median, max) per case,
-as a markdown table ("no match": the peers did not discover each other within 40 s). Settings: ``default`` (nothing set), ``shipped``
-(config/fastdds_large_data.xml), ``udp_receiver`` (config/fastdds_udp_receiver.xml),
-``LARGE_DATA`` (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA). About 7 s per case, two processes at a time.
+as a markdown table ("no match": the peers did not discover each other within 40 s). Settings:
+``default`` (nothing set), ``shipped`` (config/fastdds_large_data.xml), ``udp_receiver``
+(config/fastdds_udp_receiver.xml), ``LARGE_DATA`` (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA).
+About 7 s per case, two processes at a time.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import contextlib
 import json
 import os
 import subprocess
@@ -96,10 +98,14 @@ def run_case(case, domain: int, count: int) -> dict:
         sub.stdin.flush()
         got = json.loads(_line(sub, "{"))
     finally:
-        for p in (pub, sub):
-            if p.poll() is None:
+        for p in (pub, sub):  # a clean exit removes the process's /dev/shm segment; a kill leaves it behind
+            try:
+                with contextlib.suppress(OSError):  # BrokenPipeError: it has exited already
+                    p.stdin.close()  # a peer still waiting for "go" / "stop" reads EOF and exits
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 p.kill()
-            p.wait(timeout=10)
+                p.wait(timeout=10)
     lat = got["latency_ms"][sq]
     return dict(range=rng, mb=mb, pub_qos=pq, sub_qos=sq, pub_setting=ps, sub_setting=ss, rate=rate,
                 received=got["received"][sq][size], sent=sent,

@@ -6,6 +6,7 @@ its profile once per process, when the first participant is created, so this pro
 context other tests may already have started) could not take it. With Fast DDS defaults at most
 one cloud in five arrives in either case (checked by hand; docs/dds.md has the table).
 """
+import contextlib
 import json
 import os
 import queue
@@ -57,8 +58,11 @@ class Peer:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        """Let the peer exit (it does after its JSON line), else kill it."""
+        """Let the peer exit (after its JSON line, or at EOF on stdin), else kill it; a clean exit also
+        removes the process's shared-memory segment, a kill leaves it in /dev/shm."""
         try:
+            with contextlib.suppress(OSError):  # BrokenPipeError: it has exited already
+                self.proc.stdin.close()
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
