@@ -17,7 +17,6 @@ Nothing here imports rclpy or numpy.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Mapping, MutableMapping, Optional
 
@@ -29,30 +28,13 @@ LEGACY_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2 (Humble); de
 FASTDDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
 
 
-def _config_dirs():
-    """Where the shipped profiles may be, in order: ``share/clip2_ros/config`` of a ROS 2 install
-    (ament index), the source tree's ``config/`` (checkout, editable install), then the
-    ``share/clip2_ros/config`` that pip's ``data_files`` wrote (``sys.prefix``, or ``--target``)."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            yield Path(get_package_share_directory(PACKAGE)) / "config"
-        except (PackageNotFoundError, OSError):  # not installed / AMENT_PREFIX_PATH unset
-            pass
-    except ImportError:
-        pass
-    here = Path(__file__).resolve().parent.parent
-    yield here / "config"
-    yield Path(sys.prefix) / "share" / PACKAGE / "config"
-    yield here / "share" / PACKAGE / "config"
-
-
 def shipped_profile_path(name: str = LARGE_DATA_PROFILE) -> Path:
     """The installed (else source-tree) path of a shipped Fast DDS profile, ``name`` one of
     :data:`LARGE_DATA_PROFILE`, :data:`UDP_RECEIVER_PROFILE`."""
+    from clip2_ros.resources import config_dirs
+
     tried = []
-    for d in _config_dirs():
+    for d in config_dirs():
         p = d / name
         if p.is_file():
             return p

@@ -58,30 +58,10 @@ class ParameterError(ValueError):
     """Invalid node parameters; the message names every offending parameter."""
 
 
-def config_dirs():
-    """Where the installed config files may be, in order: ``share/clip2_ros/config`` of a ROS 2
-    install (ament index), the source tree's ``config/`` (checkout, editable install), then the
-    ``share/clip2_ros/config`` that pip's ``data_files`` wrote (under ``sys.prefix``, or beside the
-    package with ``pip install --target``)."""
-    import sys
-
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            yield Path(get_package_share_directory(PACKAGE)) / "config"
-        except (PackageNotFoundError, OSError):  # not installed / AMENT_PREFIX_PATH unset
-            pass
-    except ImportError:
-        pass
-    here = Path(__file__).resolve().parent.parent
-    yield here / "config"
-    yield Path(sys.prefix) / "share" / PACKAGE / "config"
-    yield here / "share" / PACKAGE / "config"
-
-
 def config_dir() -> Path:
-    """The first of :func:`config_dirs` that holds the node's parameter file (else the source tree's)."""
+    """The first of :func:`clip2_ros.resources.config_dirs` that holds the node's parameter file (else the source tree's)."""
+    from clip2_ros.resources import config_dirs
+
     for d in config_dirs():
         if (d / PARAM_FILE_NAME).is_file():
             return d
