@@ -97,3 +97,17 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int = 2, sort_keys: bool
     """
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
     return atomic_write_text(path, text)
+
+
+def read_json_object(path: PathLike, what: str) -> dict:
+    """The JSON object in ``path``; FileNotFoundError / ValueError naming ``what`` (e.g. "label map")."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {path} is not a file")
+    try:
+        data = json.loads(p.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return data

@@ -88,12 +88,11 @@ def load_class_map(class_map: ClassMapLike = None) -> Dict[str, str]:
     elif str(class_map) in CLASS_MAPS:
         return dict(CLASS_MAPS[str(class_map)])
     else:
-        path = Path(class_map)
-        if not path.is_file():
+        from clip2_core.fileio import read_json_object
+
+        if not Path(class_map).is_file():
             raise FileNotFoundError(f"class map {class_map!r} is neither one of {sorted(CLASS_MAPS)} nor a JSON file")
-        out = json.loads(path.read_text())
-        if not isinstance(out, dict):
-            raise ValueError(f"class map file {path} must hold a JSON object category -> class")
+        out = read_json_object(class_map, "class map file")  # category -> class
     bad = [k for k, v in out.items() if not isinstance(k, str) or not (v is None or isinstance(v, str))]
     if bad:
         raise ValueError(f"class map entries must be str -> str or null, bad keys: {bad[:5]}")

@@ -19,7 +19,6 @@ collects one :class:`ScoredFrame` per keyframe and calls :func:`open_vocab_metri
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -72,12 +71,9 @@ def load_label_map(spec: Union[None, str, Path, Mapping[str, Optional[str]]]) ->
         return {}
     if isinstance(spec, Mapping):
         return dict(spec)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"label map {spec} is not a file")
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"label map {spec} must be a JSON object {{label: class or null}}")
+    from clip2_core.fileio import read_json_object
+
+    data = read_json_object(spec, "label map")  # {label: class or null}
     bad = sorted(v for v in data.values() if v is not None and v not in NUSCENES_DETECTION_CLASSES)
     if bad:
         raise ValueError(f"label map {spec}: {bad} are not nuScenes detection classes {list(NUSCENES_DETECTION_CLASSES)}")

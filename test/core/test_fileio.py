@@ -72,3 +72,21 @@ def test_imports_nothing_heavy():
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
     assert {m for m in loaded if m.startswith("clip2_core")} == {"clip2_core", "clip2_core.fileio"}
     assert "torch" not in loaded and "numpy" not in loaded
+
+
+def test_read_json_object_names_what_is_wrong(tmp_path):
+    import pytest
+
+    from clip2_core.fileio import read_json_object
+
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"a": 1}')
+    assert read_json_object(ok, "label map") == {"a": 1}
+    with pytest.raises(FileNotFoundError, match="label map .* is not a file"):
+        read_json_object(tmp_path / "missing.json", "label map")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        read_json_object(tmp_path / "list.json", "label map")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_json_object(tmp_path / "bad.json", "label map")
