@@ -10,10 +10,15 @@ Malformed messages raise :class:`CloudFormatError` (a ``ValueError``) that says 
 
 Images decode to ``(H, W, 3) uint8 RGB`` (raw encodings rgb8/bgr8/rgba8/bgra8/mono8/mono16/
 8UC1/8UC3/16UC1; compressed JPEG/PNG via Pillow); failures raise :class:`ImageDecodeError`.
+
+CameraInfo gives the pinhole model from ``P`` (rectified images) or ``K`` (raw images; ``D`` is not
+modelled), with a stereo camera's ``P[:, 3]`` folded into the extrinsics (:class:`CameraIntrinsics`).
 """
 from __future__ import annotations
 
 import io
+import re
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -353,15 +358,113 @@ def rgb_to_compressed_image(rgb: np.ndarray, fmt: str = "jpeg", frame_id: str = 
     return msg
 
 
-def camera_info_to_intrinsics(msg) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """sensor_msgs/CameraInfo -> (K (3, 3) float64, (width, height)); ValueError if unusable."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+# Where the pinhole model comes from: "K" (raw images), "P" (rectified images), or "auto".
+INTRINSICS_SOURCES = ("auto", "P", "K")
+_RECTIFIED_TOPIC = re.compile(r"(^|[/_])rect")  # image_rect, image_rect_color, .../rect/..., rectified
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """The pinhole model of one CameraInfo, in the form :class:`clip2_core.types.CameraView` takes.
+
+    A camera-frame point ``X`` projects to ``K @ (X + offset)`` (homogeneous). From ``P`` this is
+    exactly ``P @ [X; 1]``: ``K = P[:, :3]`` and ``offset = K^-1 P[:, 3]``, zero for a monocular
+    camera and ``(-baseline, 0, 0)`` for the right camera of a horizontal stereo pair (whose
+    ``P[0, 3] = -fx * baseline``; ``X`` is then in the first camera's frame, as CameraInfo defines).
+    From ``K`` the offset is zero (and the distortion ``D`` is not modelled).
+    """
+
+    K: np.ndarray  # (3, 3) float64 pinhole intrinsics of the image as published
+    size_wh: Tuple[int, int]  # image width, height [px]
+    offset: np.ndarray  # (3,) float64 [m] camera-frame translation folded out of P[:, 3]
+    source: str  # "P" or "K": which matrix of the CameraInfo this came from
+
+    def lidar_to_camera(self, T_lidar_to_cam: np.ndarray) -> np.ndarray:
+        """(4, 4) ``[I offset; 0 1] @ T_lidar_to_cam``: with it and ``K`` a LiDAR point projects like ``P @ [T X; 1]``."""
+        T = np.array(T_lidar_to_cam, dtype=np.float64).reshape(4, 4)
+        T[:3, 3] += self.offset  # [I t; 0 1] @ [R p; 0 1] = [R p + t; 0 1]
+        return T
+
+
+def is_rectified_topic(topic: str) -> bool:
+    """Whether an image topic name says its images are rectified (a name part starting with ``rect``:
+    ``image_rect``, ``image_rect_color``, ``image_rect_compressed``, ``rectified/image``; not ``direct``)."""
+    return bool(_RECTIFIED_TOPIC.search(topic))
+
+
+def intrinsics_source(setting: str, image_topic: str, msg) -> str:
+    """``"P"`` or ``"K"`` for a camera's ``intrinsics`` setting: ``auto`` is P when ``image_topic`` is
+    rectified (:func:`is_rectified_topic`) and the CameraInfo's P is not all zeros, else K."""
+    if setting not in INTRINSICS_SOURCES:
+        raise ValueError(f"intrinsics must be one of {list(INTRINSICS_SOURCES)}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    P = np.asarray(msg.p, dtype=np.float64)
+    return "P" if is_rectified_topic(image_topic) and P.size == 12 and P.any() else "K"
+
+
+def _pinhole_problem(M: np.ndarray) -> Optional[str]:
+    """Why a (3, 3) matrix is not a pinhole intrinsics matrix, or None."""
+    if not np.isfinite(M).all():
+        return "it has non-finite entries"
+    if M[0, 0] <= 0 or M[1, 1] <= 0:
+        return "its focal lengths fx, fy must be > 0"
+    if M[1, 0] != 0 or not np.array_equal(M[2], [0.0, 0.0, 1.0]):
+        return "it must be upper triangular with a last row 0 0 1"
+    return None
+
+
+def camera_info_intrinsics(msg, source: str = "K", image_topic: str = "") -> CameraIntrinsics:
+    """sensor_msgs/CameraInfo -> :class:`CameraIntrinsics` from ``K``, ``P`` or ``auto`` (see
+    :func:`intrinsics_source`; ``image_topic`` is what ``auto`` looks at).
+
+    ``P`` is right for rectified images, ``K`` for raw ones (whose distortion ``D`` is ignored, so
+    crops of distorted images are slightly off). ``R`` is not applied: like image_geometry, the
+    camera's frame is taken to be the one ``P`` projects from.
+    Raises ValueError when the chosen matrix is unusable (an all-zero P: not calibrated for
+    rectified images) or the image size is missing.
+    """
+    used = intrinsics_source(source, image_topic, msg)
     w, h = int(msg.width), int(msg.height)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
-        raise ValueError(f"CameraInfo K is not a pinhole matrix: {K.tolist()}")
+    offset = np.zeros(3)
+    if used == "K":
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        problem = _pinhole_problem(K)
+        if problem:
+            raise ValueError(f"CameraInfo K is not a pinhole matrix ({problem}): {K.tolist()}")
+    else:
+        P = np.asarray(msg.p, dtype=np.float64)
+        if P.size != 12:
+            raise ValueError(f"CameraInfo P must have 12 numbers (3x4), got {P.size}")
+        P = P.reshape(3, 4)
+        if not P.any():
+            raise ValueError(
+                "CameraInfo P is all zeros: the camera has no rectified projection; "
+                "use intrinsics K for raw images or publish a calibrated P"
+            )
+        K = P[:, :3].copy()
+        problem = "it has non-finite entries" if not np.isfinite(P).all() else _pinhole_problem(K)
+        if problem:
+            raise ValueError(f"CameraInfo P is not a pinhole projection ({problem}): {P.tolist()}")
+        offset = np.linalg.solve(K, P[:, 3])
     if w <= 0 or h <= 0:
         raise ValueError(f"CameraInfo has no image size ({w}x{h})")
-    return K, (w, h)
+    return CameraIntrinsics(K=K, size_wh=(w, h), offset=offset, source=used)
+
+
+def camera_info_to_intrinsics(msg, source: str = "K", image_topic: str = "") -> Tuple[np.ndarray, Tuple[int, int]]:
+    """sensor_msgs/CameraInfo -> (K (3, 3) float64, (width, height)) from K or P; ValueError if unusable.
+
+    A P with a translation column (a stereo pair's second camera) raises ValueError too, as K alone
+    cannot express it: use :func:`camera_info_intrinsics` and its ``lidar_to_camera``.
+    """
+    cam = camera_info_intrinsics(msg, source, image_topic)
+    if cam.offset.any():
+        raise ValueError(
+            f"CameraInfo P has a translation column {np.asarray(msg.p).reshape(3, 4)[:, 3].tolist()} "
+            "(a stereo pair's second camera); use camera_info_intrinsics, which folds it into the extrinsics"
+        )
+    return cam.K, cam.size_wh
 
 
 def make_camera_info(K: np.ndarray, size_wh: Tuple[int, int], frame_id: str = "", stamp=None):

@@ -60,7 +60,7 @@ from clip2_ros import params as P
 from clip2_ros.conversions import (
     CloudFormatError,
     ImageDecodeError,
-    camera_info_to_intrinsics,
+    camera_info_intrinsics,
     compressed_image_to_rgb,
     image_to_rgb,
     pointcloud2_to_array,
@@ -106,12 +106,17 @@ def cloud_to_frame(msg: PointCloud2, params: P.NodeParams, keep_range: float):
 
 def camera_view(cfg: P.CameraParams, image_msg, info_msg, T_lidar_to_cam: np.ndarray, stamp: float) -> CameraView:
     """The :class:`CameraView` of one image + CameraInfo pair (decoded); ValueError / ImageDecodeError
-    when the info is unusable, the image does not decode or their sizes disagree."""
-    K, size_wh = camera_info_to_intrinsics(info_msg)
+    when the info is unusable, the image does not decode or their sizes disagree.
+
+    The intrinsics come from P or K as ``cfg.intrinsics`` says; a stereo P's translation is folded
+    into the returned view's ``T_lidar_to_cam``."""
+    cam = camera_info_intrinsics(info_msg, source=cfg.intrinsics, image_topic=cfg.image_topic)
+    K, size_wh = cam.K, cam.size_wh
     rgb = compressed_image_to_rgb(image_msg) if cfg.compressed else image_to_rgb(image_msg)
     if (rgb.shape[1], rgb.shape[0]) != size_wh:
         raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo says {size_wh[0]}x{size_wh[1]}")
-    return CameraView(name=cfg.name, K=K, T_lidar_to_cam=T_lidar_to_cam, size_wh=size_wh, image=rgb, stamp=stamp)
+    return CameraView(name=cfg.name, K=K, T_lidar_to_cam=cam.lidar_to_camera(T_lidar_to_cam), size_wh=size_wh,
+                      image=rgb, stamp=stamp)
 
 
 class _CameraState:

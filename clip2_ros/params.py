@@ -6,7 +6,8 @@ back into the nested dict that the schema and :class:`clip2_core.pipeline.Pipeli
 
 Cameras cannot be a list of dicts in ROS parameters; they are ``cameras.names: [CAM_FRONT, ...]``
 plus one group per name: ``cameras.CAM_FRONT.image_topic``, ``.compressed``,
-``.camera_info_topic``, ``.frame_id``, ``.T_lidar_to_cam`` (16 numbers, row-major).
+``.camera_info_topic``, ``.intrinsics`` (``auto`` | ``P`` | ``K``: which CameraInfo matrix),
+``.frame_id``, ``.T_lidar_to_cam`` (16 numbers, row-major).
 
 Empty strings stand for "not set" (ROS parameters have no null) and ``clip.templates: [""]``
 for "the encoder's training templates, else the built-in set" (ROS parameter files cannot hold
@@ -49,6 +50,7 @@ CAMERA_DEFAULTS: Dict[str, Any] = {
     "image_topic": "",
     "compressed": False,
     "camera_info_topic": "",
+    "intrinsics": "auto",
     "frame_id": "",
     "T_lidar_to_cam": [],
 }
@@ -239,6 +241,9 @@ class CameraParams:
     camera_info_topic: str
     frame_id: str  # optical frame for tf2 ("" = the image header frame)
     T_lidar_to_cam: np.ndarray  # (4, 4) float64 LiDAR -> camera optical frame (fallback when tf2 has none)
+    # CameraInfo matrix for the pinhole model: "P" (rectified images), "K" (raw), "auto" (P when the
+    # image topic is rectified, e.g. image_rect*, and P is set; else K). See conversions.intrinsics_source.
+    intrinsics: str = "auto"
 
 
 @dataclass
@@ -291,6 +296,7 @@ def node_params(nested: Mapping[str, Any]) -> NodeParams:
                     camera_info_topic=c["camera_info_topic"],
                     frame_id=c["frame_id"],
                     T_lidar_to_cam=np.asarray(c["T_lidar_to_cam"], dtype=np.float64).reshape(4, 4),
+                    intrinsics=c.get("intrinsics", CAMERA_DEFAULTS["intrinsics"]),
                 )
             )
     return NodeParams(

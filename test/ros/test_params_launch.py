@@ -36,6 +36,13 @@ def test_shipped_yaml_validates_against_schema(defaults):
     assert node.lidar_topic == "input/points" and [c.name for c in node.cameras] == ["CAM_FRONT"]
     assert node.intensity_field == "intensity"
     assert node.cameras[0].T_lidar_to_cam.shape == (4, 4)
+    assert node.cameras[0].intrinsics == "auto"
+    # parameter files written before cameras.<NAME>.intrinsics existed still validate: auto
+    old = copy.deepcopy(defaults)
+    del old["cameras"]["CAM_FRONT"]["intrinsics"]
+    P.validate(old, require_model=False)
+    assert P.node_params(old).cameras[0].intrinsics == "auto"
+    assert dict(P.camera_parameter_names("CAM_X"))["cameras.CAM_X.intrinsics"] == "auto"
     pipe = node.pipeline
     assert set(pipe) == set(P.PIPELINE_KEYS)
     assert pipe["model"]["checkpoint"] is None and pipe["clip"]["weights"] is None
@@ -105,6 +112,8 @@ def test_errors_name_the_parameter(defaults):
          "parameter 'cameras.CAM_BACK': camera 'CAM_BACK' is listed in cameras.names but has no settings"),
         (lambda d: d["segmentation"]["cluster"].update(min_points="five"),
          "parameter 'segmentation.cluster.min_points': 'five' is not of type 'integer'"),
+        (lambda d: d["cameras"]["CAM_FRONT"].update(intrinsics="Q"),
+         "parameter 'cameras.CAM_FRONT.intrinsics': 'Q' is not one of ['auto', 'P', 'K']"),
     ]
     for edit, line in cases:
         assert _bad(defaults, edit).splitlines() == ["invalid parameters:", f"  {line}"]
@@ -138,6 +147,14 @@ def test_node_rejects_bad_parameters_before_loading_a_model(ros_context):
         ([Parameter("model.backend", value="gpu")], "parameter 'model.backend'"),
         ([Parameter("cameras.names", value=["CAM_LEFT"])], "parameter 'cameras.CAM_LEFT.image_topic': must be set"),
         ([Parameter("max_clusters", value=0)], "parameter 'max_clusters'"),
+        ([Parameter("cameras.CAM_FRONT.intrinsics", value="Q")],
+         "parameter 'cameras.CAM_FRONT.intrinsics': 'Q' is not one of ['auto', 'P', 'K']"),
+        ([Parameter("cameras.names", value=["CAM_FRONT", "CAM_BACK"]),
+          Parameter("cameras.CAM_BACK.image_topic", value="/CAM_BACK/image_rect"),
+          Parameter("cameras.CAM_BACK.camera_info_topic", value="/CAM_BACK/camera_info"),
+          Parameter("cameras.CAM_BACK.T_lidar_to_cam", value=np.eye(4).reshape(-1).tolist()),
+          Parameter("cameras.CAM_BACK.intrinsics", value="k")],
+         "parameter 'cameras.CAM_BACK.intrinsics': 'k' is not one of ['auto', 'P', 'K']"),
     ]
     for overrides, expected in cases:
         with pytest.raises(P.ParameterError) as info:
