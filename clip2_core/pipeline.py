@@ -50,6 +50,7 @@ class PipelineConfig:
     unknown_threshold: float = 0.0  # below this the label is "unknown" (kept, so rviz still shows the object)
     ensemble: bool = False  # fuse with CLIP on the camera crop
     ensemble_weight: float = 0.5  # image share of the fused logits
+    background: Optional[List[str]] = None  # no-object slot texts (RecognitionConfig.background; None = as trained)
     max_clusters: int = 64  # nearest clusters first
     top_k: int = 3
     seed: int = 0  # point sampling seed (deterministic inputs)
@@ -84,7 +85,8 @@ class PipelineConfig:
         """The recognition half (shares the ``clip`` and ``vocabulary`` objects with this config)."""
         return RecognitionConfig(vocabulary=self.vocabulary, score_threshold=self.score_threshold,
                                  unknown_threshold=self.unknown_threshold, ensemble=self.ensemble,
-                                 ensemble_weight=self.ensemble_weight, top_k=self.top_k, seed=self.seed, clip=self.clip)
+                                 ensemble_weight=self.ensemble_weight, top_k=self.top_k, seed=self.seed, clip=self.clip,
+                                 background=self.background)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -98,6 +100,7 @@ class PipelineResult:
     image_used: List[bool] = field(default_factory=list)  # per detection: camera crop fused
     vocabulary: List[str] = field(default_factory=list)  # the vocabulary this frame was labelled with
     lidar_only_fallback: bool = False  # the camera step failed and this frame was labelled from LiDAR alone
+    background: List[Detection] = field(default_factory=list)  # clusters rejected as scene structure (label: the slot's text)
 
 
 class Pipeline:
@@ -173,8 +176,13 @@ class Pipeline:
         crops = [frame.points[c.indices] for c in clusters]
         res = self.recognizer.recognize(frame, crops, np.stack([c.box.as_array() for c in clusters]), state=state)
         dets: List[Detection] = []
+        background: List[Detection] = []
         used: List[bool] = []
         for i, c in enumerate(clusters):
+            if res.background is not None and res.background[i]:
+                background.append(Detection(box=c.box, label=res.top_k[i][0][0], score=float(res.top_k[i][0][1]),
+                                            cluster_id=c.cluster_id, num_points=c.num_points))
+                continue
             if not res.kept[i]:
                 continue
             score = float(res.scores[i])
@@ -185,4 +193,5 @@ class Pipeline:
             used.append(bool(res.image_used[i]))
         timings.update(res.timings_ms)
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return PipelineResult(dets, seg, timings, used, res.vocabulary, lidar_only_fallback=res.image_error is not None)
+        return PipelineResult(dets, seg, timings, used, res.vocabulary, lidar_only_fallback=res.image_error is not None,
+                              background=background)

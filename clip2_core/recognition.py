@@ -70,6 +70,15 @@ class RecognitionConfig:
     top_k: int = 3
     seed: int = 0  # point sampling seed (deterministic inputs)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    # texts of the no-object slot: a cluster whose best match is one of them is background (scene
+    # structure), not a detection. None = the background labels the encoder was trained with
+    # (BACKGROUND_TEXTS found in its training vocabulary); [] = no background slot.
+    background: Optional[List[str]] = None
+
+
+# the proxy text of background clusters (clip2_core.mining: LiDAR clusters no 2D box covers)
+BACKGROUND_TEXT = "background"
+BACKGROUND_TEXTS: Tuple[str, ...] = (BACKGROUND_TEXT,)
 
 
 # ---------------------------------------------------------------------------------------------- resolution
@@ -174,13 +183,18 @@ def best_camera_boxes(cameras: Mapping[str, CameraView], boxes: np.ndarray,
 
 # ---------------------------------------------------------------------------------------------- the recognizer
 class VocabularyState:
-    """An immutable (vocabulary, templates, text bank, classifier) set: swapped whole."""
+    """An immutable (vocabulary, templates, text bank, classifier) set: swapped whole.
 
-    def __init__(self, bank, classifier, templates: Tuple[str, ...]):
+    The bank holds the vocabulary's rows, then the background slot's (``background``); ``names``
+    is the vocabulary alone (what labels and label ids refer to)."""
+
+    def __init__(self, bank, classifier, templates: Tuple[str, ...], background: Sequence[str] = ()):
         self.bank = bank
         self.classifier = classifier
         self.templates = tuple(templates)
-        self.names: List[str] = list(bank.classnames)
+        self.background: Tuple[str, ...] = tuple(background)
+        names = list(bank.classnames)
+        self.names: List[str] = names[: len(names) - len(self.background)]
 
 
 @dataclass
@@ -196,6 +210,7 @@ class RecognitionResult:
     vocabulary: List[str]  # the vocabulary these labels come from
     timings_ms: Dict[str, float] = field(default_factory=dict)  # normalize, encoder, image, classify
     image_error: Optional[str] = None  # why the camera step fell back to LiDAR-only, if it did
+    background: Optional[np.ndarray] = None  # (M,) bool: best match is the background slot (never kept)
 
 
 class Recognizer:
@@ -218,6 +233,11 @@ class Recognizer:
         if clip.embed_dim != embedder.config.embed_dim:
             raise ValueError(f"CLIP embed dim {clip.embed_dim} != encoder embed dim {embedder.config.embed_dim}")
         self._trained_templates = (self.trained.get("extra") or {}).get("templates")
+        if config.background is None:  # the no-object labels the encoder learned, if any
+            trained_vocab = self.trained.get("vocabulary") or []
+            self.background_texts: Tuple[str, ...] = tuple(t for t in BACKGROUND_TEXTS if t in trained_vocab)
+        else:
+            self.background_texts = tuple(config.background)
         self._lock = threading.Lock()  # serialises text-bank builds, not frames
         self._state = self.build_vocabulary(config.vocabulary, config.clip.templates)
 
@@ -245,10 +265,11 @@ class Recognizer:
         from clip2_core.zeroshot import ZeroShotClassifier
 
         tpl = resolve_templates(templates, self._trained_templates)
-        bank = build_text_bank(self.clip, list(vocabulary), tpl, self.config.clip.cache_dir)
+        background = [b for b in self.background_texts if b not in vocabulary]
+        bank = build_text_bank(self.clip, list(vocabulary) + background, tpl, self.config.clip.cache_dir)
         clf = ZeroShotClassifier(bank, unknown_threshold=self.config.unknown_threshold, top_k=self.config.top_k,
                                  image_weight=self.config.ensemble_weight)
-        return VocabularyState(bank, clf, tpl)
+        return VocabularyState(bank, clf, tpl, background)
 
     def set_vocabulary(self, vocabulary: Sequence[str], templates: Optional[Sequence[str]] = None) -> None:
         """Build the new text bank, then swap it in (frames in flight keep the old one).
@@ -354,6 +375,8 @@ class Recognizer:
         t2 = time.perf_counter()
         res = state.classifier.classify(emb, img, valid)
         scores = np.asarray(res.scores, dtype=np.float32)
+        # the argmax decides background, whatever the unknown threshold made of the label
+        bg = np.array([bool(t) and t[0][0] in state.background for t in res.top_k], dtype=bool)
         t3 = time.perf_counter()
         return RecognitionResult(
             labels=list(res.labels),
@@ -361,8 +384,9 @@ class Recognizer:
             top_k=res.top_k,
             embeddings=emb,
             image_used=np.asarray(valid, dtype=bool) if valid is not None else np.zeros(len(crops), dtype=bool),
-            kept=scores >= self.config.score_threshold,
+            kept=(scores >= self.config.score_threshold) & ~bg,
             vocabulary=list(state.names),
             timings_ms={"normalize": (tn - t0) * 1e3, "encoder": (t1 - tn) * 1e3, "image": (t2 - t1) * 1e3, "classify": (t3 - t2) * 1e3},
             image_error=err,
+            background=bg,
         )

@@ -14,7 +14,9 @@ out: ``~/detections/markers`` (visualization_msgs/MarkerArray), ``~/detections/j
      label_id, score, cluster_id; only while subscribed), ``~/detections/detections3d``
      (vision_msgs/Detection3DArray, when vision_msgs is importable), ``~/debug/processing_time_ms``
      (std_msgs/Float64), ``~/debug/stage_times_ms`` (std_msgs/String, JSON per-stage timings),
-     ``~/debug/stats`` (std_msgs/String, JSON of ``node.stats``; 1 Hz, reliable, transient local).
+     ``~/debug/stats`` (std_msgs/String, JSON of ``node.stats``; 1 Hz, reliable, transient local),
+     ``~/debug/background`` (std_msgs/String, the clusters rejected as scene structure, same JSON
+     layout as the detections; only while subscribed).
 
 Threads
 -------
@@ -156,6 +158,7 @@ class LidarOpenVocabNode(Node):
             "lidar_only_fallback": 0,
             "vocabulary_updates": 0,
             "messages_lost": 0,  # LiDAR messages the middleware reports lost in transport
+            "background_clusters": 0,  # clusters rejected as scene structure (not published as detections)
         }
         self._stats_lock = threading.Lock()
         self._last_warn: Dict[str, float] = {}
@@ -193,6 +196,7 @@ class LidarOpenVocabNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, "~/detections/points", sensor_qos(1))
         self.pub_time = self.create_publisher(Float64, "~/debug/processing_time_ms", 5)
         self.pub_stages = self.create_publisher(String, "~/debug/stage_times_ms", 5)
+        self.pub_background = self.create_publisher(String, "~/debug/background", 5)  # JSON, built only when subscribed
         # counters (JSON of node.stats) once a second; transient local, so a late tool still gets the last
         self.pub_stats = self.create_publisher(String, "~/debug/stats", QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -435,6 +439,11 @@ class LidarOpenVocabNode(Node):
             return
         if result.lidar_only_fallback:
             self._count("lidar_only_fallback")
+        if result.background:
+            self._count("background_clusters", len(result.background))
+            if self.pub_background.get_subscription_count() > 0:
+                self.pub_background.publish(String(data=detections_to_json(
+                    result.background, frame.stamp, frame.frame_id, None, None, None, identity=self._identity)))
         # pipeline stages keep their names; its own total becomes "pipeline" ("total" is the node's)
         timings.update({("pipeline" if k == "total" else k): float(v) for k, v in result.timings_ms.items()})
         self._publish(msg, frame, result.detections, result.segmentation, timings, t0, result.vocabulary,

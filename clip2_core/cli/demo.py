@@ -157,7 +157,8 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     clip = _clip(args, out)
     settings = {"seed": args.seed, "train_scenes": args.train_scenes, "val_scenes": args.val_scenes,
                 "seconds": args.seconds, "steps": args.steps, "rate": args.rate,
-                "clip": {k: clip[k] for k in ("model", "weights", "random")}}
+                "clip": {k: clip[k] for k in ("model", "weights", "random")},
+                "recipe": 2}  # bump when a stage's recipe changes (2: background proxies), so old outputs are redone
     st = Stages(out, settings, args.fresh)
     version = "v1.0-synth"
     train_world, val_world = out / "world_train", out / "world_val"
@@ -170,16 +171,16 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     ], [train_world, val_world])
 
     proxies = out / "proxies"
-    st.run("mine", ["seed", "train_scenes", "seconds", "clip"], lambda: _cli(
+    st.run("mine", ["seed", "train_scenes", "seconds", "clip", "recipe"], lambda: _cli(
         ["mine", "--dataroot", str(train_world), "--version", version,
          "--detections", str(train_world / version / "detections_2d.json"), "--label-map", "synthetic",
          *_clip_args(clip), "--out", str(proxies)]), [proxies])
 
     run_dir = out / "run"
-    ckpt = st.run("train", ["seed", "train_scenes", "seconds", "clip", "steps"], lambda: _train(
+    ckpt = st.run("train", ["seed", "train_scenes", "seconds", "clip", "steps", "recipe"], lambda: _train(
         proxies, run_dir, clip, args.steps), [run_dir])
     onnx = out / "model.onnx"
-    st.run("export", ["seed", "train_scenes", "seconds", "clip", "steps"],
+    st.run("export", ["seed", "train_scenes", "seconds", "clip", "steps", "recipe"],
            lambda: _cli(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]), [onnx])
 
     bags = out / "bags"
@@ -193,9 +194,11 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
                  "clip.model_config_file": str(clip["config"] or ""), "clip.allow_random": bool(clip["random"])}
     from clip2_core.checkpoint import read_checkpoint_config
 
-    vocab = read_checkpoint_config(ckpt).get("vocabulary")
-    if vocab:
-        overrides["vocabulary"] = list(vocab)
+    from clip2_core.recognition import BACKGROUND_TEXTS
+
+    vocab = [v for v in read_checkpoint_config(ckpt).get("vocabulary") or [] if v not in BACKGROUND_TEXTS]
+    if vocab:  # the trained classes; the background slot comes from the encoder's training (not a label)
+        overrides["vocabulary"] = vocab
     report_dir = out / "replay"
     print(f"[replay] {args.val_scenes} validation scene(s) through the live node at rate {args.rate} ...")
     report = run_replay(ReplayConfig(bag=bags, out=report_dir, overrides=overrides, rate=args.rate))

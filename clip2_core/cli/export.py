@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".onnx":
         raise ValueError(f"--out should end in .onnx, got {args.out}")
     model, ckpt = load_encoder(args.checkpoint)
-    out = export_onnx(model, ckpt.model_config, args.out, opset=args.opset, clip=ckpt.clip)
+    out = export_onnx(model, ckpt.model_config, args.out, opset=args.opset, clip=ckpt.clip, vocabulary=ckpt.vocabulary,
+                      extra=ckpt.extra)
     print(f"wrote {out} ({ckpt.model_config.name}, embed_dim {ckpt.model_config.embed_dim}, "
           f"points {ckpt.model_config.normalization.num_points}, opset {args.opset})")
     if args.no_verify:

@@ -46,6 +46,11 @@ class MineConfig:
     save_jpeg: bool = False  # store the image crop in the shards, for inspection
     shard_size: int = 512  # proxies per shard
     label_map: Dict[str, str] = field(default_factory=dict)  # detector label -> proxy text (clip2_core.mining.labels)
+    # background proxies: LiDAR clusters seen by a camera that no 2D proposal (of any score) and no
+    # mined object covers, labelled BACKGROUND_TEXT, at most this many per frame (0: none). They
+    # teach the encoder a no-object slot, so scene structure is rejected instead of labelled.
+    background_per_frame: int = 6
+    background_max_iou: float = 0.1  # a cluster whose 2D box overlaps a proposal more than this is not background
 
 
 @dataclass
@@ -55,6 +60,7 @@ class MineStats:
     proposals: int = 0
     proxies: int = 0
     no_points: int = 0  # proposals whose frustum held no plausible object
+    background: int = 0  # background proxies (clusters no 2D box covers)
     completed: int = 0  # selections grown to their whole LiDAR cluster (before de-duplication)
     duplicates: int = 0
     corrupt_points: int = 0
@@ -91,6 +97,7 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
     if hasattr(detector, "prepare"):  # detectors that need the whole frame (LiDAR proposals)
         detector.prepare(frame)
     found = []  # (camera name, proposal, mined object)
+    proposal_boxes: Dict[str, List[np.ndarray]] = {}  # camera -> every proposal's 2D box, whatever its score
     for name, cam in frame.cameras.items():
         if cam.image is None and cam.image_path:
             try:
@@ -103,7 +110,9 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
             stats.missing_images += 1
             continue
         projected = None
+        proposal_boxes[name] = []
         for prop in detector.detect(cam):
+            proposal_boxes[name].append(np.asarray(prop.box, dtype=np.float64))
             if prop.score < cfg.min_score:
                 continue
             stats.proposals += 1
@@ -118,8 +127,14 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
                 stats.no_points += 1
                 continue
             found.append((name, prop, obj))
+    background = background_proxies(frame, candidate, proposal_boxes, [o.indices for _, _, o in found], cfg, clip,
+                                    detector) if cfg.background_per_frame > 0 else []
+    stats.background += len(background)
+    for b in background:
+        stats.per_label[b.text] += 1
     if not found:
-        return []
+        stats.proxies += len(background)
+        return background
     t2 = time.perf_counter()
     texts = [map_label(p.label, cfg.label_map) for _, p, _ in found]
     grown, completed = complete_objects(pts, candidate, [o.indices for _, _, o in found], [n for n, _, _ in found],
@@ -176,5 +191,63 @@ def mine_frame(frame: Frame, detector: Detector2D, cfg: MineConfig, clip=None, s
         )
         stats.per_label[text] += 1
         stats.points_per_proxy.append(int(obj.indices.size))
+    proxies.extend(background)
     stats.proxies += len(proxies)
     return proxies
+
+
+def _covered(box: np.ndarray, by: np.ndarray) -> float:
+    """Share of ``box``'s area inside ``by`` (both x0, y0, x1, y1)."""
+    iw = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    ih = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+    return iw * ih / area if area > 0 else 0.0
+
+
+def background_proxies(frame: Frame, candidate: np.ndarray, proposal_boxes: Dict[str, List[np.ndarray]],
+                       object_indices: List[np.ndarray], cfg: MineConfig, clip=None, detector=None) -> List[Proxy]:
+    """Proxies of scene structure: clusters of the sweep (ground removed) that project into a
+    camera with images, overlap no 2D proposal there (IoU <= ``background_max_iou`` and at most
+    half inside one, any score) and share no point with a mined object; the largest ``background_per_frame`` of them, each
+    with the CLIP embedding of its crop in the camera where it projects largest."""
+    from clip2_core.geometry import iou_2d
+    from clip2_core.recognition import BACKGROUND_TEXT, best_camera_boxes
+    from clip2_core.segmentation import Segmenter
+
+    cams = {n: c for n, c in frame.cameras.items() if c.image is not None and n in proposal_boxes}
+    if not cams:
+        return []
+    pts = frame.points
+    used = np.zeros(len(pts), dtype=bool)
+    for idx in object_indices:
+        used[idx] = True
+    clusters = Segmenter().segment(pts).clusters
+    boxes = np.array([c.box.as_array() for c in clusters]).reshape(-1, 7)
+    where = best_camera_boxes(cams, boxes, min_area=400.0)  # >= 20 x 20 px: CLIP sees something
+    picked = []
+    for c, w in sorted(zip(clusters, where), key=lambda cw: -cw[0].num_points):
+        if w is None or used[c.indices].any() or candidate[c.indices].mean() < 0.5:
+            continue
+        name, box2d = w
+        if any(iou_2d(box2d, p) > cfg.background_max_iou or _covered(box2d, p) > 0.5 for p in proposal_boxes[name]):
+            continue
+        picked.append((c, name, box2d))
+        if len(picked) >= cfg.background_per_frame:
+            break
+    embeddings: Dict[int, np.ndarray] = {}
+    if clip is not None and picked:
+        by_cam: Dict[str, List[int]] = {}
+        for i, (_, name, _) in enumerate(picked):
+            by_cam.setdefault(name, []).append(i)
+        for name, idx in by_cam.items():
+            emb = clip.encode_crops(cams[name].image, np.stack([picked[i][2] for i in idx]), pad_frac=cfg.crop_pad)
+            for i, e in zip(idx, emb):
+                embeddings[i] = e
+    return [
+        Proxy(text=BACKGROUND_TEXT, points=pts[c.indices].astype(np.float32), image_embedding=embeddings.get(i),
+              box_2d=box2d, score=1.0,
+              provenance={"scene": frame.scene, "sample": frame.token, "camera": name, "image_token": cams[name].token,
+                          "detector": getattr(detector, "name", type(detector).__name__), "detector_label": None,
+                          "background": True, "candidates": int(c.num_points)})
+        for i, (c, name, box2d) in enumerate(picked)
+    ]

@@ -17,7 +17,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -61,8 +61,13 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     clip: Optional[Dict[str, Any]] = None,
     example_batch: int = 2,
+    vocabulary: Optional[List[str]] = None,
+    extra: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Export ``model`` (a dense encoder) to ``out_path``; returns the path.
+
+    ``clip``, ``vocabulary`` and ``extra`` (e.g. the training ``templates``) are the checkpoint's
+    training metadata, carried in the ONNX file so a runtime without the checkpoint knows them.
 
     Written atomically (temporary file + rename). Raises ValueError for non-exportable models.
     """
@@ -102,6 +107,8 @@ def export_onnx(
         "clip2.model_config": json.dumps(config.to_dict()),
         "clip2.weights_sha256": weights_sha,
         "clip2.clip": json.dumps(clip),
+        "clip2.vocabulary": json.dumps(list(vocabulary) if vocabulary is not None else None),
+        "clip2.extra": json.dumps(dict(extra or {})),
     }
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -113,7 +120,8 @@ def export_onnx(
 
 
 def read_onnx_metadata(onnx_path: Union[str, Path]) -> Dict[str, Any]:
-    """``{"model_config": PointEncoderConfig, "weights_sha256": str, "clip": dict|None}`` of an export."""
+    """``{"model_config": PointEncoderConfig, "weights_sha256": str, "clip": dict|None, "vocabulary":
+    list|None, "extra": dict}`` of an export (files exported before vocabulary/extra were recorded give None / {})."""
     import onnx
 
     path = Path(onnx_path)
@@ -130,6 +138,8 @@ def read_onnx_metadata(onnx_path: Union[str, Path]) -> Dict[str, Any]:
         "model_config": PointEncoderConfig.from_dict(json.loads(props["clip2.model_config"])),
         "weights_sha256": props.get("clip2.weights_sha256"),
         "clip": json.loads(props.get("clip2.clip", "null")),
+        "vocabulary": json.loads(props.get("clip2.vocabulary", "null")),
+        "extra": json.loads(props.get("clip2.extra", "{}")),
     }
 
 

@@ -193,3 +193,51 @@ def test_corrupt_shard_and_record_are_skipped(tmp_path):
     stats = ShardStats()
     got = list(iter_proxies([good, bad, broken], stats))
     assert len(got) == 3 and stats.corrupt_shards == [str(bad)] and stats.corrupt_records == 1
+
+
+class _GTDetector:
+    """The KITTI frame's annotated 2D boxes as a detector's proposals."""
+
+    name = "gt-boxes"
+
+    def __init__(self, gt):
+        self.gt = gt
+
+    def detect(self, camera):
+        from clip2_core.mining.detectors import Proposal2D
+
+        return [Proposal2D(box=np.array(g["bbox_xyxy_cam2"], dtype=float), label="car", score=0.9) for g in self.gt]
+
+
+def test_background_proxies_are_clusters_no_box_covers_on_the_real_kitti_frame():
+    from PIL import Image
+
+    from clip2_core.mining.miner import MineConfig, MineStats, mine_frame
+    from clip2_core.recognition import BACKGROUND_TEXT
+    from clip2_core.types import Frame
+
+    calib = json.loads((KITTI / "calib.json").read_text())["cameras"]["CAM2"]
+    image = np.asarray(Image.open(KITTI / "CAM2.png").convert("RGB"))
+    gt = json.loads((KITTI / "gt.json").read_text())["boxes_3d"]
+    pts = np.load(KITTI / "points.npy")
+
+    def mine(per_frame):
+        cam = CameraView(name="CAM2", K=calib["K"], T_lidar_to_cam=calib["T_lidar_to_cam"],
+                         size_wh=calib["image_size_wh"], image=image)
+        stats = MineStats()
+        got = mine_frame(Frame(points=pts, cameras={"CAM2": cam}, token="kitti"), _GTDetector(gt),
+                         MineConfig(background_per_frame=per_frame), stats=stats)
+        return got, stats
+
+    proxies, stats = mine(6)
+    bg = [p for p in proxies if p.text == BACKGROUND_TEXT]
+    objects = [p for p in proxies if p.text != BACKGROUND_TEXT]
+    assert len(objects) >= 5 and 1 <= len(bg) <= 6 and stats.background == len(bg)
+    boxes = np.array([g["center"] + [s + 0.4 for s in g["size_lwh"]] + [g["yaw"]] for g in gt])  # 20 cm tolerance
+    for p in bg:  # scene structure, not one of the annotated cars
+        assert points_in_boxes(p.points, boxes).any(axis=1).mean() < 0.2
+        assert p.provenance["background"] is True and p.box_2d is not None
+    obj_pts = {tuple(r) for p in objects for r in np.round(p.points[:, :3], 4)}
+    assert not any(tuple(r) in obj_pts for p in bg for r in np.round(p.points[:, :3], 4))
+    none, _ = mine(0)
+    assert not [p for p in none if p.text == BACKGROUND_TEXT] and len(none) == len(objects)

@@ -161,3 +161,29 @@ def test_warm_up_runs_every_stage_and_changes_nothing(trained_tiny_model, monkey
     after = pipe.process(frame)
     assert [d.label for d in after.detections] == [d.label for d in before.detections]
     assert np.allclose([d.score for d in after.detections], [d.score for d in before.detections])
+
+
+def test_background_slot_rejects_what_it_wins_and_nothing_else(trained_tiny_model):
+    """The no-object slot: with "pole" moved from the vocabulary into the background slot, exactly
+    the clusters that were labelled "pole" become background (not published); the rest keep their labels."""
+    vocab = list(trained_tiny_model.vocabulary)
+    assert "pole" in vocab
+    frame, _ = _frame(306)
+    with_pole = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(background=[]))).process(frame)
+    rest = [v for v in vocab if v != "pole"]
+    pipe = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(vocabulary=rest, background=["pole"])))
+    assert pipe.vocabulary == rest  # the slot is not a label
+    res = pipe.process(frame)
+    poles = {d.cluster_id for d in with_pole.detections if d.label == "pole"}
+    assert poles and {d.cluster_id for d in res.background} == poles
+    assert all(d.label == "pole" for d in res.background)
+    kept = {d.cluster_id: d.label for d in res.detections}
+    assert set(kept) == {d.cluster_id for d in with_pole.detections} - poles
+    assert all(kept[d.cluster_id] == d.label for d in with_pole.detections if d.cluster_id in kept)
+
+
+def test_background_slot_defaults_to_what_the_encoder_was_trained_with(trained_tiny_model):
+    pipe = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict()))
+    assert pipe.recognizer.background_texts == ()  # trained without background proxies: no slot
+    frame, _ = _frame(306)
+    assert pipe.process(frame).background == []

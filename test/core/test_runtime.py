@@ -300,3 +300,17 @@ def test_tensorrt_embedder_matches_torch(tiny_encoder_checkpoint, tmp_path):  # 
         assert again.engine_path == trt_e.engine_path
     assert choose_backend("auto") == "tensorrt"
     assert create_embedder(d, backend="auto").name == "tensorrt"  # the auto choice on a TensorRT machine
+
+
+def test_onnx_export_carries_vocabulary_and_training_templates(tmp_path):
+    """A runtime with only the ONNX file knows the training vocabulary and templates (trained_metadata)."""
+    from clip2_core.encoders import create_point_encoder
+    from clip2_core.recognition import trained_metadata
+    from clip2_core.runtime.export import export_onnx, read_onnx_metadata
+
+    model = create_point_encoder("pointnet2-tiny-v1")
+    out = export_onnx(model, model.config, tmp_path / "m.onnx", vocabulary=["car", "background"],
+                      extra={"templates": ["a {} on the road."]})
+    meta = read_onnx_metadata(out)
+    assert meta["vocabulary"] == ["car", "background"] and meta["extra"]["templates"] == ["a {} on the road."]
+    assert trained_metadata(onnx=str(out))["extra"]["templates"] == ["a {} on the road."]
