@@ -51,6 +51,7 @@ class PipelineConfig:
     ensemble: bool = False  # fuse with CLIP on the camera crop
     ensemble_weight: float = 0.5  # image share of the fused logits
     background: Optional[List[str]] = None  # no-object slot texts (RecognitionConfig.background; None = as trained)
+    logit_scale: Optional[float] = None  # softmax temperature (RecognitionConfig.logit_scale; None = as trained)
     max_clusters: int = 64  # nearest clusters first
     top_k: int = 3
     seed: int = 0  # point sampling seed (deterministic inputs)
@@ -86,7 +87,7 @@ class PipelineConfig:
         return RecognitionConfig(vocabulary=self.vocabulary, score_threshold=self.score_threshold,
                                  unknown_threshold=self.unknown_threshold, ensemble=self.ensemble,
                                  ensemble_weight=self.ensemble_weight, top_k=self.top_k, seed=self.seed, clip=self.clip,
-                                 background=self.background)
+                                 background=self.background, logit_scale=self.logit_scale)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -74,6 +74,9 @@ class RecognitionConfig:
     # structure), not a detection. None = the background labels the encoder was trained with
     # (BACKGROUND_TEXTS found in its training vocabulary); [] = no background slot.
     background: Optional[List[str]] = None
+    # softmax temperature of the cosine similarities: None = the one the encoder learned in training
+    # (its checkpoint/ONNX ``extra.logit_scale``), else CLIP's 100 for encoders that did not record one
+    logit_scale: Optional[float] = None
 
 
 # the proxy text of background clusters (clip2_core.mining: LiDAR clusters no 2D box covers)
@@ -238,6 +241,13 @@ class Recognizer:
             self.background_texts: Tuple[str, ...] = tuple(t for t in BACKGROUND_TEXTS if t in trained_vocab)
         else:
             self.background_texts = tuple(config.background)
+        from clip2_core.zeroshot import DEFAULT_LOGIT_SCALE
+
+        trained_scale = (self.trained.get("extra") or {}).get("logit_scale")
+        self.logit_scale = float(config.logit_scale if config.logit_scale is not None else
+                                 trained_scale if trained_scale else DEFAULT_LOGIT_SCALE)
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
         self._lock = threading.Lock()  # serialises text-bank builds, not frames
         self._state = self.build_vocabulary(config.vocabulary, config.clip.templates)
 
@@ -267,8 +277,8 @@ class Recognizer:
         tpl = resolve_templates(templates, self._trained_templates)
         background = [b for b in self.background_texts if b not in vocabulary]
         bank = build_text_bank(self.clip, list(vocabulary) + background, tpl, self.config.clip.cache_dir)
-        clf = ZeroShotClassifier(bank, unknown_threshold=self.config.unknown_threshold, top_k=self.config.top_k,
-                                 image_weight=self.config.ensemble_weight)
+        clf = ZeroShotClassifier(bank, logit_scale=self.logit_scale, unknown_threshold=self.config.unknown_threshold,
+                                 top_k=self.config.top_k, image_weight=self.config.ensemble_weight)
         return VocabularyState(bank, clf, tpl, background)
 
     def set_vocabulary(self, vocabulary: Sequence[str], templates: Optional[Sequence[str]] = None) -> None:
@@ -294,6 +304,8 @@ class Recognizer:
             "encoder": getattr(self.embedder.config, "name", "?"),
             "backend": getattr(self.embedder, "name", "?"),
             "templates": list(self._state.templates),
+            "logit_scale": self.logit_scale,
+            "background": list(self.background_texts),
         }
 
     # -------------------------------------------------------------------- the steps

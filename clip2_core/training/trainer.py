@@ -293,7 +293,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
             return
         ck = run_dir / f"step-{tag_step:07d}"
         save_checkpoint(ck, encoder, model_cfg, clip=clip.identity, vocabulary=vocab,
-                        extra={"step": tag_step, "val": last_val, "templates": list(templates), "run": cfg.name})
+                        extra={"step": tag_step, "val": last_val, "templates": list(templates), "run": cfg.name,
+                               # the learned point-text temperature: recognition's logit scale
+                               "logit_scale": float(module.loss.semantic.logit_scale().detach())})
         save_train_state(ck, module, optimizer, tag_step, epoch, batch_in_epoch, best)
         atomic_write_json(run_dir / "last.json", {"checkpoint": ck.name, "step": tag_step})
         steps = sorted(run_dir.glob("step-*"), key=lambda q: int(q.name.split("-")[1]))

@@ -187,3 +187,21 @@ def test_background_slot_defaults_to_what_the_encoder_was_trained_with(trained_t
     assert pipe.recognizer.background_texts == ()  # trained without background proxies: no slot
     frame, _ = _frame(306)
     assert pipe.process(frame).background == []
+
+
+def test_the_learned_logit_scale_is_saved_and_used(trained_tiny_model):
+    """The trainer records its learned temperature; recognition uses it unless told otherwise."""
+    from clip2_core.checkpoint import read_checkpoint_config
+
+    learned = read_checkpoint_config(trained_tiny_model.checkpoint)["extra"]["logit_scale"]
+    assert 1.0 < learned <= 100.0 and abs(learned - 1 / 0.07) > 1e-3  # trained away from its initial value
+    pipe = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict()))
+    assert pipe.recognizer.logit_scale == pytest.approx(learned) and pipe.recognizer.identity["logit_scale"] == pytest.approx(learned)
+    frame, _ = _frame(306)
+    soft = pipe.process(frame).detections
+    hard = Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(logit_scale=100.0))).process(frame).detections
+    assert [d.label for d in soft] == [d.label for d in hard]  # the argmax does not depend on the temperature
+    if learned < 100.0:  # a softer temperature: lower top probabilities
+        assert np.mean([d.score for d in soft]) < np.mean([d.score for d in hard])
+    with pytest.raises(ValueError, match="logit_scale"):
+        Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(logit_scale=-1.0)))
