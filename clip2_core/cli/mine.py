@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accept RANDOM CLIP weights (tests, demos): image embeddings are then meaningless, and the summary says so")
     p.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    p.add_argument("--background-per-frame", type=int, default=None, metavar="N",
+                   help="background proxies per frame (default 16): LiDAR clusters a camera sees that no 2D box covers, "
+                        "labelled 'background', so the encoder learns to reject scene structure (0: none)")
     p.add_argument("--resume", action="store_true", help="skip samples finished by an earlier run")
     p.add_argument("--rule", default="front", choices=["front", "coverage", "largest", "nearest"],
                    help="which DBSCAN cluster in the frustum is the object (docs/mining.md)")
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from clip2_core.mining.labels import load_label_map
 
     cfg = MineConfig(frustum=FrustumConfig(rule=args.rule), min_score=args.min_score, save_jpeg=args.save_jpeg,
-                     shard_size=args.shard_size, label_map=load_label_map(args.label_map))
+                     shard_size=args.shard_size, label_map=load_label_map(args.label_map),
+                     **({} if args.background_per_frame is None else {"background_per_frame": args.background_per_frame}))
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.resume and any(args.out.glob(f"shard-r{rank:02d}-*.tar*")):  # this rank's own: ranks start at different times
         raise ValueError(f"{args.out} already holds shards: pass --resume to continue, or choose a new --out")

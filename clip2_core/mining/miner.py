@@ -49,7 +49,7 @@ class MineConfig:
     # background proxies: LiDAR clusters seen by a camera that no 2D proposal (of any score) and no
     # mined object covers, labelled BACKGROUND_TEXT, at most this many per frame (0: none). They
     # teach the encoder a no-object slot, so scene structure is rejected instead of labelled.
-    background_per_frame: int = 6
+    background_per_frame: int = 16  # measured trade-off: BENCHMARKS.md (issue 13)
     background_max_iou: float = 0.1  # a cluster whose 2D box overlaps a proposal more than this is not background
 
 
