@@ -161,11 +161,11 @@ def evaluate_recognition(
         boxes = np.stack([fit_box(p[:, :3]) for p in points])
         emb = recognizer.embed_points(points, boxes, frame.intensity_max)  # once for both scores
         y_true += [index[c.label] for c in crops]
-        y_point += _top1(state.classifier.classify(emb))
+        y_point += _top1(state.classifier.classify(emb), len(state.names))
         if ensemble:
             img, valid = recognizer.embed_images(frame, boxes)
             n_images += int(valid.sum())
-            y_ens += _top1(state.classifier.classify(emb, img, valid))
+            y_ens += _top1(state.classifier.classify(emb, img, valid), len(state.names))
     if not y_true:
         raise ValueError(f"no ground-truth crops with >= {min_points} points and a label in the vocabulary {classes}")
     ident = recognizer.identity
@@ -185,9 +185,10 @@ def evaluate_recognition(
     return report
 
 
-def _top1(result) -> List[int]:
-    """Top-1 vocabulary index per crop (the protocol scores top-1, whatever the unknown threshold)."""
-    return np.argmax(result.probs, axis=1).tolist()
+def _top1(result, n_classes: int) -> List[int]:
+    """Top-1 vocabulary index per crop (the protocol scores top-1 among the vocabulary's classes,
+    whatever the unknown threshold; a background slot's columns, after them, are not candidates)."""
+    return np.argmax(result.probs[:, :n_classes], axis=1).tolist()
 
 
 def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:
