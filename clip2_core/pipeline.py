@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from clip2_core import shape
 from clip2_core.recognition import ClipConfig, RecognitionConfig, Recognizer, trained_metadata
 from clip2_core.segmentation import SegmentationConfig, SegmentationResult, Segmenter
-from clip2_core.types import CameraView, Detection, Frame
+from clip2_core.types import Box3D, CameraView, Detection, Frame
 
 __all__ = ["ClipConfig", "ModelConfig", "Pipeline", "PipelineConfig", "PipelineResult"]
 
@@ -53,6 +54,7 @@ class PipelineConfig:
     background: Optional[List[str]] = None  # no-object slot texts (RecognitionConfig.background; None = as trained)
     logit_scale: Optional[float] = None  # softmax temperature (RecognitionConfig.logit_scale; None = as trained)
     max_clusters: int = 64  # nearest clusters first
+    shape_correction: bool = True  # boxes of classes with a size prior (car, truck, bus, ...; clip2_core.shape) are L-shape fitted and grown to the prior when partly seen
     top_k: int = 3
     seed: int = 0  # point sampling seed (deterministic inputs)
 
@@ -179,6 +181,7 @@ class Pipeline:
         dets: List[Detection] = []
         background: List[Detection] = []
         used: List[bool] = []
+        fov = shape.field_of_view(frame.points) if self.config.shape_correction else None
         for i, c in enumerate(clusters):
             if res.background is not None and res.background[i]:
                 background.append(Detection(box=c.box, label=res.top_k[i][0][0], score=float(res.top_k[i][0][1]),
@@ -188,6 +191,8 @@ class Pipeline:
                 continue
             score = float(res.scores[i])
             box = c.box
+            if self.config.shape_correction and shape.size_prior(res.labels[i]) is not None:
+                box = Box3D.from_array(shape.correct_box(shape.fit_l_shape(crops[i]), res.labels[i], fov=fov))
             box.label, box.score = res.labels[i], score
             dets.append(Detection(box=box, label=res.labels[i], score=score, cluster_id=c.cluster_id,
                                   num_points=c.num_points, embedding=res.embeddings[i], top_k=res.top_k[i]))

@@ -205,3 +205,30 @@ def test_the_learned_logit_scale_is_saved_and_used(trained_tiny_model):
         assert np.mean([d.score for d in soft]) < np.mean([d.score for d in hard])
     with pytest.raises(ValueError, match="logit_scale"):
         Pipeline(PipelineConfig.from_dict(trained_tiny_model.pipeline_dict(logit_scale=-1.0)))
+
+
+def test_shape_correction_replaces_the_boxes_of_classes_with_a_size_prior(pipeline, monkeypatch):
+    from clip2_core import shape
+
+    frame, scene = _frame(300)
+    on = pipeline.process(frame)
+    monkeypatch.setattr(pipeline.config, "shape_correction", False)
+    off = pipeline.process(frame)
+    assert PipelineConfig().shape_correction and PipelineConfig.from_dict(
+        {**pipeline.config.to_dict(), "shape_correction": False}).shape_correction is False
+    # recognition is untouched: the same clusters, labels and scores, in the same order
+    assert [(d.cluster_id, d.label, d.score, d.num_points) for d in on.detections] == \
+        [(d.cluster_id, d.label, d.score, d.num_points) for d in off.detections]
+    assert shape.field_of_view(frame.points) is None
+    corrected = 0
+    for a, b in zip(on.detections, off.detections):
+        if shape.size_prior(a.label) is None:
+            np.testing.assert_array_equal(a.box.as_array(), b.box.as_array())
+            continue
+        crop = frame.points[on.segmentation.clusters[a.cluster_id].indices]
+        np.testing.assert_allclose(a.box.as_array(), shape.correct_box(shape.fit_l_shape(crop), a.label))
+        assert (a.box.label, a.box.score) == (a.label, a.score)
+        corrected += not np.allclose(a.box.as_array(), b.box.as_array())
+    assert corrected >= 5
+    # and the detections' centres get closer to the ground truth
+    assert len(_match(on.detections, scene)[0]) >= len(_match(off.detections, scene)[0])
