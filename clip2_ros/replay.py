@@ -662,11 +662,13 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
         log.info("%s: %d results for %d sweeps", s.scene, len(records[-1].docs), records[-1].played.get(s.params["lidar"]["topic"], 0))
     replay_seconds = time.perf_counter() - t0
 
-    all_frames, per_scene = [], {}
+    all_frames, per_scene, node_ms, e2e_ms = [], {}, [], []
     for s, r in zip(scenes, records):
         frames = scored_frames(s, r)
         all_frames.extend(frames)
         lat = latencies(r)
+        node_ms += lat["node_ms"]
+        e2e_ms += lat["end_to_end_ms"]
         per_scene[s.scene] = {
             "transport": transport_counts(r, s.params["lidar"]["topic"]),
             "keyframes": len(frames), "keyframes_processed": int(sum(f.processed for f in frames)),
@@ -676,8 +678,6 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
             "params": str(s.params_source), "node_log": r.node_log, "outputs_bag": r.outputs_bag,
         }
     metrics = open_vocab_metrics(all_frames, min_points=cfg.min_points, label_map=label_map)
-    node_ms = [v for r in records for v in latencies(r)["node_ms"]]
-    e2e_ms = [v for r in records for v in latencies(r)["end_to_end_ms"]]
     docs = [d for r in records for d in r.docs]
     transport = {k: sum(p["transport"][k] for p in per_scene.values()) for k in next(iter(per_scene.values()))["transport"]}
 

@@ -39,12 +39,19 @@ def headline(report: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
+_PERCENT_ROWS = {"recall@1m", "recall@2m", "false-alarm rate@1m", "label accuracy"}
+
+
+def headline_text(report: Mapping[str, Any]) -> Dict[str, str]:
+    """:func:`headline` with each value formatted (percentages, ms to 0.1, the rest to 0.001)."""
+    return {k: v if isinstance(v, str) else _fmt(v, pct=k in _PERCENT_ROWS, digits=1 if "ms" in k else 3)
+            for k, v in headline(report).items()}
+
+
 def headline_lines(report: Mapping[str, Any]) -> List[str]:
-    pct = {"recall@1m", "recall@2m", "false-alarm rate@1m", "label accuracy"}
-    rows = headline(report)
+    rows = headline_text(report)
     width = max(len(k) for k in rows)
-    return [f"  {k:<{width}}  {v if isinstance(v, str) else _fmt(v, pct=k in pct, digits=1 if 'ms' in k else 3)}"
-            for k, v in rows.items()]
+    return [f"  {k:<{width}}  {v}" for k, v in rows.items()]
 
 
 def markdown(report: Mapping[str, Any], pictures: Mapping[str, str]) -> str:
@@ -58,9 +65,7 @@ def markdown(report: Mapping[str, Any], pictures: Mapping[str, str]) -> str:
               f"(encoder {ident.get('encoder', '?')} on {ident.get('backend', '?')}; "
               f"CLIP {(ident.get('clip') or {}).get('model', '?')}). Vocabulary: {report.get('vocabulary')}.", ""]
     lines += ["| metric | value |", "|---|---|"]
-    pct = {"recall@1m", "recall@2m", "false-alarm rate@1m", "label accuracy"}
-    for k, v in headline(report).items():
-        lines.append(f"| {k} | {v if isinstance(v, str) else _fmt(v, pct=k in pct, digits=1 if 'ms' in k else 3)} |")
+    lines += [f"| {k} | {v} |" for k, v in headline_text(report).items()]
     lines += ["", "## Sweeps", "",
               f"played {tr['played']}, received by the node {tr['received']}, processed {tr['processed']}, "
               f"lost in transport {tr['lost_in_transport']}, replaced while the node was busy {tr['skipped_while_busy']} "
