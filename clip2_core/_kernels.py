@@ -424,6 +424,137 @@ def fit_boxes_kernel(pts, order, starts, counts, min_size):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _closeness_at(cx, cy, n, theta, d0):
+    """Closeness score of the bounding rectangle of n points (cx, cy) at heading theta (shape._closeness)."""
+    c, s = np.cos(theta), np.sin(theta)
+    u = np.empty(n)
+    v = np.empty(n)
+    umin = vmin = np.inf
+    umax = vmax = -np.inf
+    for k in range(n):
+        u[k] = cx[k] * c + cy[k] * s
+        v[k] = -cx[k] * s + cy[k] * c
+        umin = min(umin, u[k])
+        umax = max(umax, u[k])
+        vmin = min(vmin, v[k])
+        vmax = max(vmax, v[k])
+    score = 0.0
+    for k in range(n):
+        d = min(min(umax - u[k], u[k] - umin), min(vmax - v[k], v[k] - vmin))
+        score += 1.0 / max(d, d0)
+    return score
+
+
+@njit(cache=True, nogil=True)
+def _l_shape_one(xyz, sx, sy, step_deg, fine_step_deg, d0, bin_deg, min_size, out):
+    """shape.fit_l_shape on one cluster's (K, 3) points, written into out (7,)."""
+    k_n = xyz.shape[0]
+    ox = oy = 0.0
+    for k in range(k_n):
+        ox += xyz[k, 0]
+        oy += xyz[k, 1]
+    ox /= k_n
+    oy /= k_n
+    lx = np.empty(k_n)
+    ly = np.empty(k_n)
+    for k in range(k_n):
+        lx[k] = xyz[k, 0] - ox
+        ly[k] = xyz[k, 1] - oy
+    # visible contour: the nearest point to the sensor per azimuth bin, bins ascending
+    px, py = sx - ox, sy - oy
+    width = np.deg2rad(bin_deg)
+    n_bins = int(np.ceil(2 * np.pi / width)) + 1
+    best_i = np.full(n_bins, -1, dtype=np.int64)
+    best_r = np.full(n_bins, np.inf)
+    a0 = np.arctan2(ly[0] - py, lx[0] - px)
+    for k in range(k_n):
+        dx, dy = lx[k] - px, ly[k] - py
+        az = (np.arctan2(dy, dx) - a0 + np.pi) % (2 * np.pi)
+        b = int(np.floor(az / width))
+        r = np.hypot(dx, dy)
+        if r < best_r[b]:
+            best_r[b] = r
+            best_i[b] = k
+    m = 0
+    for b in range(n_bins):
+        if best_i[b] >= 0:
+            m += 1
+    cx = np.empty(max(m, k_n))
+    cy = np.empty(max(m, k_n))
+    if m >= 3:
+        j = 0
+        for b in range(n_bins):
+            if best_i[b] >= 0:
+                cx[j] = lx[best_i[b]]
+                cy[j] = ly[best_i[b]]
+                j += 1
+    else:
+        m = k_n
+        for k in range(k_n):
+            cx[k] = lx[k]
+            cy[k] = ly[k]
+    n_coarse = int(np.ceil(90.0 / step_deg))
+    best_t = 0.0
+    best_s = -np.inf
+    for a in range(n_coarse):
+        t = np.deg2rad(a * step_deg)
+        sc = _closeness_at(cx, cy, m, t, d0)
+        if sc > best_s:
+            best_s, best_t = sc, t
+    n_fine = int(np.round(step_deg / fine_step_deg))
+    yaw = best_t
+    best_s = _closeness_at(cx, cy, m, best_t, d0)
+    for mag in range(1, n_fine + 1):
+        for sign in (-1, 1):
+            t = best_t + np.deg2rad(fine_step_deg) * (sign * mag)
+            sc = _closeness_at(cx, cy, m, t, d0)
+            if sc > best_s:
+                best_s, yaw = sc, t
+    c, s = np.cos(yaw), np.sin(yaw)
+    umin = vmin = zmin = np.inf
+    umax = vmax = zmax = -np.inf
+    for k in range(k_n):
+        u = lx[k] * c + ly[k] * s
+        v = -lx[k] * s + ly[k] * c
+        umin = min(umin, u)
+        umax = max(umax, u)
+        vmin = min(vmin, v)
+        vmax = max(vmax, v)
+        zmin = min(zmin, xyz[k, 2])
+        zmax = max(zmax, xyz[k, 2])
+    uc, vc = 0.5 * (umax + umin), 0.5 * (vmax + vmin)
+    length, wid = umax - umin, vmax - vmin
+    if wid > length:
+        length, wid, yaw = wid, length, yaw + np.pi / 2
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2
+    if yaw <= -np.pi / 2 + 1e-12:
+        yaw += np.pi
+    out[0] = ox + c * uc - s * vc
+    out[1] = oy + s * uc + c * vc
+    out[2] = 0.5 * (zmin + zmax)
+    out[3] = max(length, min_size)
+    out[4] = max(wid, min_size)
+    out[5] = max(zmax - zmin, min_size)
+    out[6] = yaw
+
+
+@njit(cache=True, nogil=True)
+def l_shape_boxes_kernel(pts, order, starts, counts, sx, sy, step_deg, fine_step_deg, d0, bin_deg, min_size):
+    """L-shape boxes (C, 7) of C clusters (``fit_boxes_kernel``'s layout; shape.fit_l_shape each)."""
+    n_c = starts.shape[0]
+    out = np.empty((n_c, 7))
+    for c in range(n_c):
+        idx = order[starts[c] : starts[c] + counts[c]]
+        xyz = np.empty((idx.shape[0], 3))
+        for t in range(idx.shape[0]):
+            xyz[t, 0] = pts[idx[t], 0]
+            xyz[t, 1] = pts[idx[t], 1]
+            xyz[t, 2] = pts[idx[t], 2]
+        _l_shape_one(xyz, sx, sy, step_deg, fine_step_deg, d0, bin_deg, min_size, out[c])
+    return out
+
+
 _warm = False
 
 
@@ -446,6 +577,7 @@ def warmup() -> None:
         ground_kernel(pts.astype(np.float32), ok, 0.5, 3)
         fit_boxes_kernel(pts, np.arange(16), np.array([0, 8]), np.array([8, 8]), 0.05)
         fit_box_kernel(pts, 0.05)
+        l_shape_boxes_kernel(pts, np.arange(16), np.array([0, 8]), np.array([8, 8]), 0.0, 0.0, 1.0, 0.1, 0.01, 0.25, 0.05)
     except Exception as exc:  # a broken numba/llvmlite install must not take segmentation down
         HAVE_NUMBA = False
         log.warning("numba kernels unavailable (%s: %s); using the slower scipy path", type(exc).__name__, exc)

@@ -195,7 +195,8 @@ class Pipeline:
             score = float(res.scores[i])
             box = c.box
             if self.config.shape_correction and shape.size_prior(res.labels[i]) is not None:
-                box = Box3D.from_array(shape.correct_box(shape.fit_l_shape(crops[i]), res.labels[i], fov=fov))
+                fitted = c.box.as_array() if self.segmenter.config.cluster.box_fit == "l_shape" else shape.fit_l_shape(crops[i])
+                box = Box3D.from_array(shape.correct_box(fitted, res.labels[i], fov=fov))
             box.label, box.score = res.labels[i], score
             dets.append(Detection(box=box, label=res.labels[i], score=score, cluster_id=c.cluster_id,
                                   num_points=c.num_points, embedding=res.embeddings[i], top_k=res.top_k[i]))

@@ -117,6 +117,28 @@ def make_sweep(seed: int = 0, n_objects: int = 30, beams: int = 32, azimuth_step
     return SweepScene(points=pts, boxes=obj, names=box_names, walls=walls)
 
 
+def scan_boxes(boxes: np.ndarray, beams: int = 32, azimuth_steps: int = 1100, seed: int = 0,
+               max_range: float = 100.0) -> np.ndarray:
+    """A spinning-LiDAR sweep (make_sweep's sensor: ``beams`` rings from -30.67 to +10.67 degrees,
+    1.84 m above a flat road) of the given (M, 7) boxes, for test layouts; (N, 5) float32 points
+    x, y, z, intensity, ring, 2 cm range noise, no dropouts."""
+    rng = np.random.default_rng(seed)
+    elev = np.deg2rad(np.linspace(-30.67, 10.67, beams))
+    az = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
+    az = az[None, :] + rng.normal(0, 1e-3, (beams, azimuth_steps))
+    el = np.broadcast_to(elev[:, None], az.shape)
+    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+    ring = np.broadcast_to(np.arange(beams)[:, None], az.shape).reshape(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_road = -SENSOR_HEIGHT / d[:, 2]
+    t_road = np.where(t_road > 0, t_road, np.inf)
+    t = np.minimum(t_road, _ray_boxes(d, np.asarray(boxes, dtype=np.float64).reshape(-1, 7)))
+    keep = np.isfinite(t) & (t < max_range)
+    t = t[keep] + rng.normal(0, 0.02, keep.sum())
+    xyz = d[keep] * t[:, None]
+    return np.column_stack([xyz, rng.uniform(0, 100, xyz.shape[0]), ring[keep]]).astype(np.float32)
+
+
 def write_sweep_proxies(out, seeds, rng_seed: int = 0, emb_dim: int = 0, min_points: int = 10):
     """Proxy shards from synthetic sweeps: the non-ground points inside each GT box, labelled by its
     class ("_" -> " "); with ``emb_dim`` a random stand-in image embedding per proxy (for timing and
