@@ -94,8 +94,11 @@ class ClusterConfig:
     split_range: float = 20.0  # [m] beyond it a 32-beam sweep is too sparse to split at 0.3 m
     # low parts of objects (a barrier's foot, a cone's base) fall under the ground threshold: points
     # classified as ground but at least this high above the ground estimate rejoin the cluster of their
-    # nearest cluster point within ``tolerance`` (they never link two clusters). 0 disables.
-    reclaim_height: float = 0.08
+    # nearest cluster point within ``tolerance`` (they never link two clusters). 0 (default) disables:
+    # measured on the demo replay (rate 0.25) with 0.08, recall@1m 65.2% -> 65.8% and false alarms
+    # 43.5% -> 41.6%, but label accuracy 77.4% -> 71.3% and mAP 0.154 -> 0.131 with an encoder trained on
+    # crops without the reclaimed points (the crops gain a skirt of near-ground returns)
+    reclaim_height: float = 0.0
 
 
 BOX_FITS = ("l_shape", "min_area")

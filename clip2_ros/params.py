@@ -42,6 +42,7 @@ PIPELINE_KEYS = (
     "ensemble",
     "ensemble_weight",
     "max_clusters",
+    "shape_correction",
     "top_k",
 )
 # Defaults for a camera group whose name is not in the default YAML: "" / [] fail validation

@@ -635,7 +635,8 @@ def _compare(offline, online: Sequence[dict], atol: float) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------- driver
 def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
     """Replay every scene bag, score, write the report (see :mod:`clip2_ros.replay_report`); returns report.json's dict."""
-    from clip2_core.eval.detection import latency_stats, load_label_map, nuscenes_submission, open_vocab_metrics
+    from clip2_core.eval.detection import (latency_stats, load_label_map, nuscenes_submission, open_vocab_metrics,
+                                           operating_point, score_curve)
     from clip2_core.eval.devkit import dataroot_of_bag, lidar_to_global, load_nusc_view, run_detection_eval
     from clip2_ros.replay_report import write_report
 
@@ -678,6 +679,9 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
             "params": str(s.params_source), "node_log": r.node_log, "outputs_bag": r.outputs_bag,
         }
     metrics = open_vocab_metrics(all_frames, min_points=cfg.min_points, label_map=label_map)
+    curve = score_curve(all_frames, min_points=cfg.min_points, max_dist=1.0)
+    metrics["score_curve"] = curve  # recall / false alarms at 1 m if score_threshold were each value
+    metrics["operating_point_10pct"] = operating_point(curve, 0.10)
     docs = [d for r in records for d in r.docs]
     transport = {k: sum(p["transport"][k] for p in per_scene.values()) for k in next(iter(per_scene.values()))["transport"]}
 

@@ -79,6 +79,15 @@ def markdown(report: Mapping[str, Any], pictures: Mapping[str, str]) -> str:
     for d, m in ov["at"].items():
         lines.append(f"| {d} | {m['objects']} | {m['found']} | {_fmt(m['recall'], True)} | {m['detections']} | "
                      f"{m['false_alarms']} | {m['duplicates']} | {_fmt(m['false_alarm_rate'], True)} |")
+    curve = ov.get("score_curve") or []
+    if curve:
+        op = ov.get("operating_point_10pct")
+        lines += ["", "Recall against false alarms at 1 m if the node dropped detections scoring below a threshold "
+                  "(`score_threshold`; the node ran with its configured one): "
+                  + ", ".join(f"{p['threshold']:.2f}: {_fmt(p['recall'], True)} / {_fmt(p['false_alarm_rate'], True)}"
+                              for p in curve[::2]) + ". "
+                  + (f"Best recall at <= 10% false alarms: {_fmt(op['recall'], True)} (threshold {op['threshold']:.2f})."
+                     if op else "No threshold reaches <= 10% false alarms.")]
     lines += ["", f"Label accuracy (matched at {ov['label_threshold_m']:g} m): {_fmt(ov['label_accuracy'], True)} of "
               f"{ov['labelled_objects']}; `unknown` detections: {ov['unknown']['detections']} "
               f"({ov['unknown']['on_objects']} on objects, {ov['unknown']['on_long_tail_objects']} on long-tail objects).", "",
@@ -189,6 +198,35 @@ def latency_picture(path: Path, records) -> Optional[Path]:
     return Path(path)
 
 
+def score_curve_picture(path: Path, curve) -> Optional[Path]:
+    """Recall@1m against the false-alarm rate over score thresholds (the precision/recall trade)."""
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fa = [100 * p["false_alarm_rate"] for p in curve]
+    rec = [100 * p["recall"] for p in curve]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(fa, rec, "o-", ms=3)
+    for p, x, y in zip(curve, fa, rec):
+        if round(p["threshold"] * 20) % 4 == 0:
+            ax.annotate(f"{p['threshold']:.1f}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.axvline(10.0, color="grey", lw=0.8, ls="--")
+    ax.axhline(85.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("false-alarm rate [%] (published, matching no object at 1 m)")
+    ax.set_ylabel("recall@1m [%] (objects >= min points)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_title("score threshold sweep (labels: threshold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(report: Dict[str, Any], out: Path, scenes, records, frames) -> Dict[str, str]:
     """report.json, report.md and the PNGs in ``out``; returns {name: path} of the pictures."""
     from clip2_core.eval.detection import confusion_matrix
@@ -207,6 +245,9 @@ def write_report(report: Dict[str, Any], out: Path, scenes, records, frames) -> 
     if conf:
         m, rows, cols = confusion_matrix(conf)
         pictures["confusion"] = str(save_confusion_png(out / "confusion.png", m, rows, "matched objects", cols=cols))
+    p = score_curve_picture(out / "score_curve.png", report["open_vocab"].get("score_curve") or [])
+    if p is not None:
+        pictures["recall vs false alarms"] = str(p)
     p = latency_picture(out / "latency.png", records)
     if p is not None:
         pictures["latency"] = str(p)

@@ -158,7 +158,7 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     settings = {"seed": args.seed, "train_scenes": args.train_scenes, "val_scenes": args.val_scenes,
                 "seconds": args.seconds, "steps": args.steps, "rate": args.rate,
                 "clip": {k: clip[k] for k in ("model", "weights", "random")},
-                "recipe": 4}  # bump when a stage's recipe changes (2: background proxies, 3: learned logit scale, 4: 16 per frame)
+                "recipe": 5}  # bump when a stage's recipe changes (2: background proxies, 3: learned logit scale, 4: 16 per frame, 5: segmentation z_scale + L-shape boxes)
     st = Stages(out, settings, args.fresh)
     version = "v1.0-synth"
     train_world, val_world = out / "world_train", out / "world_val"

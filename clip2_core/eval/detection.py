@@ -215,6 +215,39 @@ def open_vocab_metrics(
     return out
 
 
+def score_curve(frames: Iterable[ScoredFrame], min_points: int = 10, max_dist: float = 1.0,
+                thresholds: Optional[Sequence[float]] = None) -> List[Dict[str, float]]:
+    """Class-agnostic recall and false-alarm rate of the detections scoring at least each threshold.
+
+    The published detections are filtered by score (``ScoredFrame.det_scores``: the probability of
+    the label) and scored as in :func:`open_vocab_metrics` at ``max_dist``; the curve shows what a
+    ``score_threshold`` would trade. Default thresholds: 0, 0.05, ..., 0.95.
+    """
+    frames = list(frames)
+    ts = np.round(np.arange(0.0, 1.0, 0.05), 2) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    out = []
+    for t in ts:
+        tot = {"objects": 0, "found": 0, "detections": 0, "false_alarms": 0}
+        for f in frames:
+            keep = f.det_scores >= t
+            g = ScoredFrame(stamp=f.stamp, gt_boxes=f.gt_boxes, gt_labels=f.gt_labels, gt_points=f.gt_points,
+                            det_boxes=f.det_boxes[keep], det_labels=[l for l, k in zip(f.det_labels, keep) if k],
+                            det_scores=f.det_scores[keep], processed=f.processed)
+            c = _frame_counts(g, float(max_dist), min_points)
+            for k in tot:
+                tot[k] += c[k]
+        out.append({"threshold": float(t), "recall": tot["found"] / tot["objects"] if tot["objects"] else float("nan"),
+                    "false_alarm_rate": tot["false_alarms"] / tot["detections"] if tot["detections"] else 0.0,
+                    "detections": tot["detections"], "false_alarms": tot["false_alarms"], "found": tot["found"]})
+    return out
+
+
+def operating_point(curve: Sequence[Mapping[str, float]], max_false_alarm_rate: float = 0.10) -> Optional[Dict[str, float]]:
+    """The curve point with the highest recall whose false-alarm rate is at most the given one (None if none)."""
+    ok = [p for p in curve if p["detections"] and p["false_alarm_rate"] <= max_false_alarm_rate]
+    return dict(max(ok, key=lambda p: (p["recall"], -p["threshold"]))) if ok else None
+
+
 def confusion_matrix(confusion: Mapping[str, Mapping[str, int]]) -> Tuple[np.ndarray, List[str], List[str]]:
     """``(matrix, rows, cols)`` of a nested confusion dict (rows: GT classes; cols: predicted classes)."""
     rows = sorted(confusion)

@@ -16,6 +16,8 @@ from clip2_core.eval.detection import (
     nuscenes_box,
     nuscenes_submission,
     open_vocab_metrics,
+    operating_point,
+    score_curve,
 )
 from clip2_core.geometry import make_transform, quaternion_to_matrix, yaw_to_rotation
 
@@ -137,3 +139,19 @@ def test_submission_keeps_detection_classes_and_every_sample():
     assert sub["meta"]["use_lidar"] is True
     with pytest.raises(ValueError, match="sample_token"):
         nuscenes_submission([ScoredFrame(stamp=0, gt_boxes=[], gt_labels=[], gt_points=[])], T)
+
+
+def test_score_curve_trades_false_alarms_for_recall_hand_worked():
+    # two objects; detections: on object 0 (score 0.9), on object 1 (0.4), clutter (0.6) and (0.2)
+    f = ScoredFrame(stamp=0.0, gt_boxes=[box(0, 0), box(10, 0)], gt_labels=["car", "car"], gt_points=[50, 50],
+                    det_boxes=[box(0.2, 0), box(10.3, 0), box(30, 0), box(-20, 5)],
+                    det_labels=["car", "car", "car", "unknown"], det_scores=[0.9, 0.4, 0.6, 0.2])
+    curve = score_curve([f], thresholds=[0.0, 0.3, 0.5, 0.7, 0.95])
+    got = [(p["threshold"], p["recall"], p["false_alarm_rate"], p["detections"]) for p in curve]
+    assert got == [(0.0, 1.0, 0.5, 4), (0.3, 1.0, pytest.approx(1 / 3), 3), (0.5, 0.5, 0.5, 2), (0.7, 0.5, 0.0, 1),
+                   (0.95, 0.0, 0.0, 0)]
+    # the best recall at <= 10% false alarms is at 0.7; at <= 40% it is 0.3 (recall 1.0)
+    assert operating_point(curve, 0.10)["threshold"] == 0.7
+    assert operating_point(curve, 0.40)["threshold"] == 0.3
+    assert operating_point(curve[:1], 0.10) is None
+    assert len(score_curve([f])) == 20  # default thresholds 0, 0.05, ..., 0.95

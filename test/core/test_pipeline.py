@@ -211,11 +211,12 @@ def test_shape_correction_replaces_the_boxes_of_classes_with_a_size_prior(pipeli
     from clip2_core import shape
 
     frame, scene = _frame(300)
+    monkeypatch.setattr(pipeline.config, "shape_correction", False)
     off = pipeline.process(frame)
     monkeypatch.setattr(pipeline.config, "shape_correction", True)
     on = pipeline.process(frame)
-    assert PipelineConfig().shape_correction is False and PipelineConfig.from_dict(
-        {**pipeline.config.to_dict(), "shape_correction": True}).shape_correction is True
+    assert PipelineConfig().shape_correction is True and PipelineConfig.from_dict(
+        {**pipeline.config.to_dict(), "shape_correction": False}).shape_correction is False
     # recognition is untouched: the same clusters, labels and scores, in the same order
     assert [(d.cluster_id, d.label, d.score, d.num_points) for d in on.detections] == \
         [(d.cluster_id, d.label, d.score, d.num_points) for d in off.detections]
