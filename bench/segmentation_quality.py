@@ -24,7 +24,12 @@ def _set(cfg, text: str) -> None:
     section, key = name.split(".")
     obj = getattr(cfg, section)
     cur = getattr(obj, key)
-    setattr(obj, key, type(cur)(json.loads(value)) if not isinstance(cur, bool) else value.lower() in ("1", "true"))
+    if isinstance(cur, bool):
+        setattr(obj, key, value.lower() in ("1", "true"))
+    elif isinstance(cur, str):
+        setattr(obj, key, value)
+    else:
+        setattr(obj, key, type(cur)(json.loads(value)))
 
 
 def main() -> None:
