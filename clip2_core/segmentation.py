@@ -92,6 +92,10 @@ class ClusterConfig:
     # held-out synthetic scenes 557 -> 559 of 821, background clusters 926 -> 1108).
     split_tolerance: float = 0.0
     split_range: float = 20.0  # [m] beyond it a 32-beam sweep is too sparse to split at 0.3 m
+    # a split is kept only where the parts are this far apart in azimuth, seen from the sensor: the
+    # sensor saw through the gap (two barriers side by side), not pieces of one surface seen at a
+    # grazing angle (a car's flank along the line of sight), whose azimuths touch
+    split_min_gap_deg: float = 0.75
     # low parts of objects (a barrier's foot, a cone's base) fall under the ground threshold: points
     # classified as ground but at least this high above the ground estimate rejoin the cluster of their
     # nearest cluster point within ``tolerance`` (they never link two clusters). 0 (default) disables:
@@ -341,7 +345,8 @@ class Segmenter:
 
 
     def _split(self, scaled: np.ndarray, lab: np.ndarray, rng: np.ndarray) -> np.ndarray:
-        """Clusters split at ``split_tolerance`` (see ClusterConfig); returns compact labels."""
+        """Clusters split at ``split_tolerance`` where the sensor saw through the gap (see
+        ClusterConfig); returns compact labels."""
         ccfg = self.config.cluster
         counts = np.bincount(lab)
         mean_r = np.bincount(lab, weights=rng) / np.maximum(counts, 1)
@@ -352,18 +357,27 @@ class Segmenter:
         sub = euclidean_clusters(scaled[sel], ccfg.split_tolerance)
         parent = lab[sel]
         big = np.bincount(sub)[sub] >= ccfg.min_points
-        part_keys = np.unique(parent[big] * (int(sub.max()) + 1) + sub[big]) // (int(sub.max()) + 1)
-        do = (np.bincount(part_keys, minlength=counts.size) >= 2)[parent]
-        if not do.any():
+        span = int(sub.max()) + 1
+        part_keys = np.unique(parent[big] * span + sub[big]) // span
+        candidates = np.flatnonzero(np.bincount(part_keys, minlength=counts.size) >= 2)
+        if candidates.size == 0:
             return lab
-        core = np.flatnonzero(do & big)
-        frag = np.flatnonzero(do & ~big)
-        if frag.size:  # small pieces rejoin the nearest big part of the same cluster
-            _, nn = cKDTree(scaled[sel[core]]).query(scaled[sel[frag]], k=1)
-            same = parent[core[nn]] == parent[frag]
-            sub[frag[same]] = sub[core[nn[same]]]
         out = lab.copy()
-        out[sel[do]] = counts.size + sub[do]
+        next_id = counts.size
+        az = np.arctan2(scaled[sel, 1], scaled[sel, 0])
+        min_gap = np.deg2rad(ccfg.split_min_gap_deg)
+        for p in candidates:
+            members = np.flatnonzero(parent == p)
+            group, n_groups = _azimuth_groups(az[members], sub[members], big[members], min_gap)
+            if n_groups < 2:
+                continue  # no gap the sensor saw through: one object (e.g. a flank seen at a grazing angle)
+            core = np.flatnonzero(group >= 0)
+            frag = np.flatnonzero(group < 0)
+            if frag.size:  # small pieces rejoin the nearest big part
+                _, nn = cKDTree(scaled[sel[members[core]]]).query(scaled[sel[members[frag]]], k=1)
+                group[frag] = group[core[nn]]
+            out[sel[members]] = next_id + group
+            next_id += n_groups
         return np.unique(out, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
     def _boxes(self, cand: np.ndarray, order: np.ndarray, starts: np.ndarray, counts: np.ndarray):
@@ -379,6 +393,29 @@ class Segmenter:
         if _kernels.HAVE_NUMBA:
             return _kernels.fit_boxes_kernel(cand, order, starts, counts, 0.05)
         return [fit_box(cand[order[s : s + n]]) for s, n in zip(starts, counts)]
+
+
+def _azimuth_groups(az: np.ndarray, sub: np.ndarray, big: np.ndarray, min_gap: float):
+    """Group the big parts (``sub`` ids where ``big``) of one cluster by azimuth: parts whose azimuth
+    intervals, seen from the sensor, are less than ``min_gap`` [rad] apart form one group. Returns
+    (group per point, -1 for points of small parts; number of groups)."""
+    ref = np.arctan2(np.sin(az).mean(), np.cos(az).mean())
+    rel = (az - ref + np.pi) % (2 * np.pi) - np.pi  # no wrap inside one cluster
+    ids = np.unique(sub[big])
+    lo = np.array([rel[big & (sub == i)].min() for i in ids])
+    hi = np.array([rel[big & (sub == i)].max() for i in ids])
+    order = np.argsort(lo, kind="stable")
+    gid = np.empty(ids.size, dtype=np.int64)
+    g, reach = 0, -np.inf
+    for k, j in enumerate(order):
+        if k and lo[j] - reach >= min_gap:
+            g += 1
+        gid[j] = g
+        reach = max(reach, hi[j])
+    group = np.full(az.shape[0], -1, dtype=np.int64)
+    pos = np.searchsorted(ids, sub[big])
+    group[big] = gid[pos]
+    return group, g + 1
 
 
 def dbscan(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:

@@ -158,12 +158,12 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     settings = {"seed": args.seed, "train_scenes": args.train_scenes, "val_scenes": args.val_scenes,
                 "seconds": args.seconds, "steps": args.steps, "rate": args.rate,
                 "clip": {k: clip[k] for k in ("model", "weights", "random")},
-                "recipe": 5}  # bump when a stage's recipe changes (2: background proxies, 3: learned logit scale, 4: 16 per frame, 5: segmentation z_scale + L-shape boxes)
+                "recipe": 6}  # bump when a stage's recipe changes (2: background proxies, 3: learned logit scale, 4: 16 per frame, 5: segmentation z_scale + L-shape boxes, 6: world hard cases)
     st = Stages(out, settings, args.fresh)
     version = "v1.0-synth"
     train_world, val_world = out / "world_train", out / "world_val"
     workers = min(2, os.cpu_count() or 1)
-    st.run("world", ["seed", "train_scenes", "val_scenes", "seconds"], lambda: [
+    st.run("world", ["seed", "train_scenes", "val_scenes", "seconds", "recipe"], lambda: [
         str(generate(SynthConfig(out=train_world, scenes=args.train_scenes, seconds=args.seconds, seed=args.seed,
                                  workers=workers), progress=True)),
         str(generate(SynthConfig(out=val_world, scenes=args.val_scenes, seconds=args.seconds, seed=args.seed + 1000,
@@ -184,7 +184,7 @@ def loop(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
            lambda: _cli(["export", "--checkpoint", str(ckpt), "--out", str(onnx)]), [onnx])
 
     bags = out / "bags"
-    st.run("bag", ["seed", "val_scenes", "seconds"], lambda: _bag(val_world, version, bags), [bags])
+    st.run("bag", ["seed", "val_scenes", "seconds", "recipe"], lambda: _bag(val_world, version, bags), [bags])
 
     from clip2_ros.replay import ReplayConfig, run_replay
     from clip2_ros.replay_report import headline_lines

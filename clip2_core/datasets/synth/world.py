@@ -582,6 +582,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
     x_end = float(ego.x(duration))
     x_lo, x_hi = -90.0, x_end + 90.0
     static = []
+    poles: List[Tuple[float, int]] = []  # street lights (road x, side): pedestrians stand beside some
     # kerbs: 10 m segments on both sides
     kerb = mt.add((0.62, 0.62, 0.6), 0.45)
     for x in np.arange(x_lo, x_hi, 10.0):
@@ -594,7 +595,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
     for side in (-1, 1):
         x = x_lo + rng.uniform(0, 10)
         while x < x_hi:
-            kind = rng.choice(["building", "building", "wall", "trees", "gap"], p=[0.35, 0.25, 0.15, 0.15, 0.10])
+            kind = rng.choice(["building", "building", "wall", "trees", "fence", "gap"], p=[0.3, 0.2, 0.15, 0.15, 0.12, 0.08])
             length = float(rng.uniform(10, 30))
             if kind == "building":
                 col = _jit(rng, [(0.75, 0.65, 0.55), (0.6, 0.6, 0.62), (0.7, 0.45, 0.35), (0.85, 0.82, 0.75), (0.45, 0.5, 0.55)][rng.integers(5)], 0.04)
@@ -611,6 +612,16 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
                     gx, gy = road.to_global(xx, side * (SIDEWALK_HALF + 2.5))
                     gz = float(road.ground_z(gx, gy))
                     static.append((ELLIPSOID, np.eye(3), np.array([gx, gy, gz + 1.8]), np.array([2.2, 1.6, 1.8]), hedge))
+            elif kind == "fence":  # posts and two rails at the back of the sidewalk: see-through clutter
+                m = mt.add(_jit(rng, (0.35, 0.35, 0.38), 0.05), 0.5)
+                lat = side * (SIDEWALK_HALF + 0.3)
+                fh = float(rng.uniform(1.0, 1.6))
+                for xx in np.arange(x, x + length, 2.5):
+                    gx, gy = road.to_global(xx, lat)
+                    gz = float(road.ground_z(gx, gy))
+                    static.append((CYLINDER, np.eye(3), np.array([gx, gy, gz + fh / 2]), np.array([0.05, 0.05, fh / 2]), m))
+                for zr in (0.35 * fh, 0.9 * fh):
+                    static.append(_static_box(road, x + length / 2, lat, length, 0.04, zr - 0.04, zr + 0.04, m))
             elif kind == "trees":
                 for xx in np.arange(x + 2, x + length - 1, float(rng.uniform(5, 9))):
                     lat = side * (SIDEWALK_HALF + rng.uniform(0.0, 3.0))
@@ -624,6 +635,7 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
             x += length + float(rng.uniform(1, 6))
         # street lights at the back of the sidewalk, arms over the parking strip
         for xx in np.arange(x_lo + rng.uniform(0, 30), x_hi, float(rng.uniform(25, 40))):
+            poles.append((float(xx), side))
             gx, gy = road.to_global(xx, side * (SIDEWALK_HALF - 0.3))
             gz = float(road.ground_z(gx, gy))
             ph = float(rng.uniform(7, 9))
@@ -673,18 +685,32 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
             if r < 0.45:
                 kind = rng.choice(["car", "car", "car", "truck", "trailer"])
                 add(kind, x, side * 9.75, 0.0, (0.0 if rng.random() < 0.8 else np.pi) + rng.normal(0, 0.03), "vehicle.parked")
-                x += float(objects[-1].size[0]) + rng.uniform(1.5, 8)
+                length = float(objects[-1].size[0])
+                if rng.random() < 0.3:  # hard case: a pedestrian stepping out 0.3-0.6 m in front of / behind it
+                    d = rng.choice([-1.0, 1.0])
+                    add("pedestrian", x + d * (length / 2 + rng.uniform(0.3, 0.6) + 0.3), side * rng.uniform(8.9, 9.6),
+                        0.0, rng.uniform(0, 2 * np.pi), "pedestrian.standing")
+                    x += 1.2 if d > 0 else 0.0
+                x += length + rng.uniform(1.5, 8)
             elif r < 0.6:
                 # construction zone: cones + barriers (+ a construction vehicle)
                 n = int(rng.integers(3, 7))
+                cone_step = 2.0 if rng.random() < 0.5 else float(rng.uniform(0.7, 1.4))  # hard case: 0.3-1 m gaps
                 for k in range(n):
-                    add("traffic_cone", x + 2.0 * k, side * (8.8 + rng.uniform(0, 0.3)), 0.0, rng.uniform(0, 2 * np.pi), "")
-                for k in range(int(rng.integers(1, 4))):
-                    add("barrier", x + 2.8 * k + 0.5, side * 10.4, 0.0, rng.normal(0, 0.05), "")
+                    add("traffic_cone", x + cone_step * k, side * (8.8 + rng.uniform(0, 0.3)), 0.0, rng.uniform(0, 2 * np.pi), "")
+                bx = x + 0.5
+                for k in range(int(rng.integers(1, 5))):  # a row of barriers 0.3-1 m apart
+                    b = BUILDERS["barrier"](rng, mt)
+                    parts, size = b.finish(margin=0.03)
+                    bx += float(size[0]) / 2
+                    objects.append(WorldObject("barrier", CATEGORY_OF_KIND["barrier"], parts, size, float(bx),
+                                               float(side * 10.4), 0.0, float(rng.normal(0, 0.05)), ""))
+                    bx += float(size[0]) / 2 + float(rng.uniform(0.3, 1.0))
+                end = max(x + cone_step * (n - 1), bx)
                 if rng.random() < 0.6:
-                    add("construction_vehicle", x + 2.0 * n + 5, side * 9.6, 0.0, rng.normal(0, 0.1), "vehicle.parked")
-                    x += 12
-                x += 2.0 * n + 5
+                    add("construction_vehicle", end + 5, side * 9.6, 0.0, rng.normal(0, 0.1), "vehicle.parked")
+                    end += 12
+                x = end + 5
             elif r < 0.72:
                 add(rng.choice(["tire", "debris"]), x, side * rng.uniform(9.0, 10.4), 0.0, rng.uniform(0, 2 * np.pi), "")
                 x += float(rng.uniform(3, 10))
@@ -719,6 +745,10 @@ def build_world(seed: int, duration: float, density: float = 1.0) -> World:
                 add("motorcycle", x, side * 11.9, 0.0, 0.0, "cycle.without_rider")
                 objects[-1].parts, objects[-1].size = build_motorcycle(rng, mt, rider=False).finish(0.03)
             x += float(rng.uniform(2.0, 9.0)) / density
+    for xx, side in poles:  # hard case: a pedestrian waiting 0.3-0.7 m from a street light
+        if rng.random() < 0.35:
+            add("pedestrian", xx + rng.choice([-1.0, 1.0]) * (0.1 + rng.uniform(0.3, 0.7) + 0.3),
+                side * (SIDEWALK_HALF - 0.3), 0.0, rng.uniform(0, 2 * np.pi), "pedestrian.standing")
     sun = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
     sun /= np.linalg.norm(sun)
     sky = tuple(float(c) for c in _jit(rng, (0.55, 0.7, 0.9), 0.05))
