@@ -28,6 +28,14 @@ images are decoded only for the camera frame chosen for a sweep. A vocabulary ch
 text bank is rebuilt in a worker thread (``Pipeline.set_vocabulary`` swaps it in atomically), so
 the LiDAR callback never waits for it.
 
+Camera geometry
+---------------
+With tf2 (``use_tf``), the LiDAR -> camera transform of each image is looked up with time travel:
+the LiDAR at the sweep stamp, the camera at the image stamp, through ``tf_fixed_frame`` (``odom``),
+so the ego motion between the two stamps is compensated (:func:`compensated_extrinsics`, as the
+offline nuScenes reader does). Fallbacks, each a throttled warning: the latest tf2 transform, then
+``cameras.<NAME>.T_lidar_to_cam``.
+
 Robustness
 ----------
 Malformed clouds, NaN/inf points, empty clouds, undecodable images, missing camera info or
@@ -56,6 +64,7 @@ from std_msgs.msg import Float64, String
 from visualization_msgs.msg import MarkerArray
 
 from clip2_core.frames import frame_from_arrays, keep_range_for, pick_nearest_stamp
+from clip2_core.geometry import invert_transform
 from clip2_core.types import CameraView, Frame
 
 from clip2_ros import params as P
@@ -104,6 +113,22 @@ def cloud_to_frame(msg: PointCloud2, params: P.NodeParams, keep_range: float):
         points, names, stamp=stamp_to_seconds(msg.header.stamp), frame_id=params.lidar_frame_id or msg.header.frame_id,
         intensity_field=params.intensity_field, intensity_max=params.intensity_max, keep_range=keep_range,
     )
+
+
+def compensated_extrinsics(T_lidar_to_fixed: np.ndarray, T_cam_to_fixed: np.ndarray) -> np.ndarray:
+    """(4, 4) float64 LiDAR -> camera optical frame for a sweep and an image taken at different times.
+
+    Args:
+        T_lidar_to_fixed: (4, 4) LiDAR -> fixed frame (``odom``, ``map``, nuScenes ``global``) at the sweep stamp.
+        T_cam_to_fixed: (4, 4) camera optical frame -> fixed frame at the image stamp.
+
+    A point seen by the LiDAR stays put in the fixed frame while the vehicle moves, so the camera
+    sees it at ``T_cam_to_fixed^-1 @ T_lidar_to_fixed @ p``; the ego motion between the two stamps
+    is compensated. This is what ``tf2_ros.Buffer.lookup_transform_full(camera, t_image, lidar,
+    t_sweep, fixed_frame)`` returns, and what :meth:`clip2_core.datasets.nuscenes.NuScenesReader.frame`
+    puts into ``CameraView.T_lidar_to_cam``.
+    """
+    return invert_transform(T_cam_to_fixed) @ np.asarray(T_lidar_to_fixed, dtype=np.float64)
 
 
 def camera_view(cfg: P.CameraParams, image_msg, info_msg, T_lidar_to_cam: np.ndarray, stamp: float) -> CameraView:
@@ -360,18 +385,42 @@ class LidarOpenVocabNode(Node):
 
         return cb
 
-    def _extrinsics(self, state: _CameraState, lidar_frame: str, camera_frame: str) -> np.ndarray:
-        if self._tf_buffer is not None and camera_frame and lidar_frame:
-            try:
-                from rclpy.time import Time
+    def _extrinsics(
+        self, state: _CameraState, lidar_frame: str, camera_frame: str, image_stamp, sweep_stamp
+    ) -> np.ndarray:
+        """(4, 4) LiDAR -> camera optical frame for one image of a sweep; ``image_stamp`` and
+        ``sweep_stamp`` are the messages' ``header.stamp`` (builtin_interfaces/Time).
 
-                tf = self._tf_buffer.lookup_transform(camera_frame, lidar_frame, Time())
+        In order: tf2 with time travel through ``tf_fixed_frame`` (LiDAR at the sweep stamp ->
+        camera at the image stamp: ego motion between them compensated); else the latest tf2
+        transform (``tf_uncompensated`` warning); else ``cameras.<NAME>.T_lidar_to_cam``
+        (``tf_fallback`` warning). Never waits for tf2: a transform that is not there yet is a fallback.
+        """
+        if self._tf_buffer is not None and camera_frame and lidar_frame:
+            from rclpy.duration import Duration
+            from rclpy.time import Time
+
+            fixed = self.params.tf_fixed_frame
+            if fixed:
+                try:
+                    tf = self._tf_buffer.lookup_transform_full(
+                        target_frame=camera_frame, target_time=Time.from_msg(image_stamp), source_frame=lidar_frame,
+                        source_time=Time.from_msg(sweep_stamp), fixed_frame=fixed, timeout=Duration(seconds=0),
+                    )
+                    return transform_msg_to_matrix(tf.transform)
+                except Exception as exc:  # no fixed frame, or the pose at a stamp is not (yet) known
+                    self._warn("tf_uncompensated",
+                               f"{state.cfg.name}: tf2 {lidar_frame}@sweep -> {camera_frame}@image via {fixed}: {exc}; "
+                               "using the latest transform (ego motion between the stamps not compensated)")
+            try:
+                tf = self._tf_buffer.lookup_transform(camera_frame, lidar_frame, Time(), timeout=Duration(seconds=0))
                 return transform_msg_to_matrix(tf.transform)
             except Exception as exc:  # no transform yet: the parameters are the fallback
                 self._warn("tf_fallback", f"{state.cfg.name}: tf2 {lidar_frame}->{camera_frame}: {exc}; using T_lidar_to_cam")
         return state.cfg.T_lidar_to_cam
 
-    def _camera_views(self, t: float, lidar_frame: str) -> Dict[str, CameraView]:
+    def _camera_views(self, t: float, lidar_frame: str, sweep_stamp) -> Dict[str, CameraView]:
+        """Camera views for the sweep at ``t`` [s] (``sweep_stamp``: its header.stamp, for tf2)."""
         views: Dict[str, CameraView] = {}
         for name, state in self.cameras.items():
             picked, offset = state.pick(t, self.params.max_time_offset)
@@ -393,7 +442,8 @@ class LidarOpenVocabNode(Node):
                 continue
             cam_frame = state.cfg.frame_id or msg.header.frame_id
             try:
-                views[name] = camera_view(state.cfg, msg, info, self._extrinsics(state, lidar_frame, cam_frame), t_img)
+                T = self._extrinsics(state, lidar_frame, cam_frame, msg.header.stamp, sweep_stamp)
+                views[name] = camera_view(state.cfg, msg, info, T, t_img)
             except (ValueError, ImageDecodeError) as exc:
                 self._warn("camera_skipped", f"{name}: {exc}; not used")
         return views
@@ -430,7 +480,7 @@ class LidarOpenVocabNode(Node):
             return
         t1 = time.perf_counter()
         if self.cameras and self.params.pipeline.get("ensemble", False):
-            frame.cameras = self._camera_views(t, frame_id)
+            frame.cameras = self._camera_views(t, frame_id, msg.header.stamp)
         timings["cameras"] = (time.perf_counter() - t1) * 1e3
         try:
             result = self.pipeline.process(frame)

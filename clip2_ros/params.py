@@ -258,6 +258,7 @@ class NodeParams:
     cameras: List[CameraParams]  # empty when cameras are disabled
     max_time_offset: float  # [s]
     use_tf: bool
+    tf_fixed_frame: str  # world-fixed tf frame (odom) for ego-motion compensation; "" = latest transform only
     publish_points: bool
     publish_vision_msgs: bool
     warn_throttle_s: float
@@ -308,6 +309,7 @@ def node_params(nested: Mapping[str, Any]) -> NodeParams:
         cameras=cameras,
         max_time_offset=float(nested["max_time_offset"]),
         use_tf=bool(nested["use_tf"]),
+        tf_fixed_frame=str(nested["tf_fixed_frame"]),
         publish_points=bool(nested["publish"]["points"]),
         publish_vision_msgs=bool(nested["publish"]["vision_msgs"]),
         warn_throttle_s=float(nested["warn_throttle_s"]),
