@@ -86,10 +86,11 @@ class ClusterConfig:
     # neighbours joined at ``tolerance`` (a pedestrian beside a car, a row of barriers 0.3-0.6 m apart)
     # are split again at this finer tolerance where the sweep is dense enough for it: clusters whose
     # mean range is within ``split_range`` and that fall apart into two or more parts of at least
-    # ``min_points`` each; smaller pieces rejoin their nearest part. 0 (default) disables: measured, it
-    # also cuts surfaces seen at a grazing angle (a car's flank along the line of sight, points 0.3-0.5 m
-    # apart) into pieces whose boxes miss the object (make_sweep 300-302: recall@1m 32/42 -> 30/42;
-    # held-out synthetic scenes 557 -> 559 of 821, background clusters 926 -> 1108).
+    # ``min_points`` each, and where the sensor saw through the gap (``split_min_gap_deg``); smaller
+    # pieces rejoin their nearest part. 0 (default) disables. Measured on the held-out synthetic scenes
+    # with the hard cases (BENCHMARKS.md, issue 13): recall ceiling 591 -> 607 of 869 (barriers in rows
+    # 62 -> 73 of 75), but in the replay mAP 0.228 -> 0.224 and the cluster stage 3.9 -> 6.8 ms median
+    # (fewer sweeps processed at quarter speed, 301 -> 268): opt-in until it is faster.
     split_tolerance: float = 0.0
     split_range: float = 20.0  # [m] beyond it a 32-beam sweep is too sparse to split at 0.3 m
     # a split is kept only where the parts are this far apart in azimuth, seen from the sensor: the

@@ -575,7 +575,8 @@ def lidar_to_camera(source: NuScenesSource, sample: Mapping, camera: str) -> np.
 
 def scene_parameters(source: NuScenesSource, plan: ScenePlan) -> Dict[str, Any]:
     """Node parameters (nested ``ros__parameters``) for a bag: config/lidar_openvocab.param.yaml's
-    defaults with the bag's LiDAR topic and cameras (T_lidar_to_cam at the scene's first keyframe)."""
+    defaults with the bag's LiDAR topic, cameras (T_lidar_to_cam at the scene's first keyframe) and
+    ``tf_fixed_frame: map`` (the bag's /tf holds map -> base_link)."""
     import copy
 
     from clip2_ros.params import default_param_file, load_param_file
@@ -583,6 +584,7 @@ def scene_parameters(source: NuScenesSource, plan: ScenePlan) -> Dict[str, Any]:
     nested = copy.deepcopy(load_param_file(default_param_file()))
     nested["lidar"]["topic"] = LIDAR_TOPIC
     nested["lidar"]["intensity_max"] = 255.0
+    nested["tf_fixed_frame"] = MAP_FRAME  # the bag's /tf is map -> base_link (the nuScenes ego poses)
     first = next((s for s in plan.samples if LIDAR_CHANNEL in s["data"]), plan.samples[0])
     cams = [c for c in plan.cameras if c in first["data"]]
     if cams:

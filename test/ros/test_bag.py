@@ -337,9 +337,10 @@ def test_params_file_validates_and_matches_calibration(mcap_out, tables):
     # every other key keeps the shipped default
     default = flatten(load_param_file(default_param_file()))
     ours = flatten(nested)
-    changed = {k for k in ours if k.startswith("cameras.") or k in ("lidar.topic",)}
+    changed = {k for k in ours if k.startswith("cameras.") or k in ("lidar.topic", "tf_fixed_frame")}
     assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in default.items()
-                                                                   if not k.startswith("cameras.") and k != "lidar.topic"}
+                                                                   if k not in changed and not k.startswith("cameras.")}
+    assert nested["tf_fixed_frame"] == "map"  # the bag's /tf: map -> base_link
     first = tables.keyframe_sd(tables.scene_samples(scene)[0])
     T_ego_lidar = _pose(tables.cs[first["LIDAR_TOP"]["calibrated_sensor_token"]])
     params = node_params(nested)
