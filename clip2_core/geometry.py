@@ -15,6 +15,7 @@ returned is unit length with ``w >= 0`` (``q`` and ``-q`` are the same rotation)
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -308,6 +309,48 @@ def box_to_2d(
     if x1 - x0 <= 0 or y1 - y0 <= 0:
         return None
     return np.array([x0, y0, x1, y1])
+
+
+def boxes_to_2d(
+    boxes: np.ndarray,
+    K: np.ndarray,
+    T_lidar_to_cam: np.ndarray,
+    size_wh: Tuple[int, int],
+    near: float = 0.1,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`box_to_2d` of (M, 7) boxes at once (same clipping, same numbers).
+
+    Returns:
+        ``(M, 4)`` float64 ``x0, y0, x1, y1`` and ``(M,)`` bool: False where :func:`box_to_2d`
+        returns None (the row is then zeros).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    out = np.zeros((len(b), 4))
+    if len(b) == 0:
+        return out, np.zeros(0, dtype=bool)
+    T = np.asarray(T_lidar_to_cam, dtype=np.float64)
+    corners = box_corners(b) @ T[:3, :3].T + T[:3, 3]  # (M, 8, 3)
+    a, e = corners[:, BOX_EDGES[:, 0]], corners[:, BOX_EDGES[:, 1]]  # (M, 12, 3)
+    za, ze = a[..., 2], e[..., 2]
+    crossing = (za - near) * (ze - near) < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(crossing, (near - za) / (ze - za), 0.0)
+    cross_pts = a + t[..., None] * (e - a)
+    pts = np.concatenate([corners, cross_pts], axis=1)  # (M, 20, 3)
+    use = np.concatenate([corners[..., 2] >= near, crossing], axis=1)
+    proj = pts @ np.asarray(K, dtype=np.float64).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = proj[..., :2] / proj[..., 2:3]
+    uv = np.where(use[..., None], uv, np.nan)
+    ok = use.any(axis=1)
+    w, h = size_wh
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: boxes behind the camera
+        lo = np.clip(np.nanmin(uv, axis=1), [0, 0], [w, h])
+        hi = np.clip(np.nanmax(uv, axis=1), [0, 0], [w, h])
+    ok &= (hi[:, 0] - lo[:, 0] > 0) & (hi[:, 1] - lo[:, 1] > 0)
+    out[ok] = np.concatenate([lo, hi], axis=1)[ok]
+    return out, ok
 
 
 def iou_2d(a: Sequence[float], b: Sequence[float]) -> float:

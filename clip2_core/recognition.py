@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from clip2_core.geometry import box_to_2d
+from clip2_core.geometry import boxes_to_2d
 from clip2_core.types import CameraView, Frame
 
 log = logging.getLogger(__name__)
@@ -173,14 +173,11 @@ def best_camera_boxes(cameras: Mapping[str, CameraView], boxes: np.ndarray,
     for cam in cameras.values():
         if cam.image is None:
             continue
-        for i, b in enumerate(boxes):
-            bb = box_to_2d(b, cam.K, cam.T_lidar_to_cam, cam.size_wh)
-            if bb is None:
-                continue
-            area = float((bb[2] - bb[0]) * (bb[3] - bb[1]))
-            if area >= min_area and area > best_area[i]:
-                best_area[i] = area
-                out[i] = (cam.name, np.asarray(bb, dtype=np.float64))
+        bb, ok = boxes_to_2d(boxes, cam.K, cam.T_lidar_to_cam, cam.size_wh)  # all boxes in one pass
+        area = (bb[:, 2] - bb[:, 0]) * (bb[:, 3] - bb[:, 1])
+        for i in np.flatnonzero(ok & (area >= min_area) & (area > best_area)):
+            best_area[i] = area[i]
+            out[i] = (cam.name, bb[i].copy())
     return out
 
 
@@ -352,12 +349,22 @@ class Recognizer:
         for i, w in enumerate(where):
             if w is not None:
                 by_cam.setdefault(w[0], []).append(i)
+        from clip2_core.vlm import crop_boxes
+
+        crops, owners = [], []  # every camera's crops in one batch through the image tower
         for name, idx in by_cam.items():
             try:
-                emb[idx] = self.clip.encode_crops(frame.cameras[name].image, np.stack([where[i][1] for i in idx]))
-                valid[idx] = True
+                image = frame.cameras[name].image
+                shape = getattr(image, "shape", ())
+                if len(shape) != 3 or shape[2] != 3:
+                    raise ValueError(f"image must be (H, W, 3) RGB, got shape {shape}")
+                crops += crop_boxes(image, np.stack([where[i][1] for i in idx]))
+                owners += idx
             except ValueError as exc:
                 log.warning("camera %s crop embedding failed (%s); LiDAR-only for %d objects", name, exc, len(idx))
+        if crops:
+            emb[owners] = self.clip.encode_images(crops)
+            valid[owners] = True
         return emb, valid
 
     def recognize(self, frame: Frame, crops: Sequence[np.ndarray], boxes: np.ndarray,

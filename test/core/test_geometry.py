@@ -79,6 +79,30 @@ def test_box_to_2d_and_partly_behind():
     np.testing.assert_allclose(wide, [0, 0, 100, 80])
 
 
+def test_boxes_to_2d_equals_box_to_2d_per_box():
+    T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    K = np.array([[400.0, 0, 320], [0, 400.0, 240], [0, 0, 1]])
+    rng = np.random.default_rng(4)
+    # in front, behind, straddling the near plane, far outside the image, tiny
+    boxes = np.column_stack([rng.uniform(-15, 40, 400), rng.uniform(-20, 20, 400), rng.uniform(-2, 1, 400),
+                             rng.uniform(0.05, 12, 400), rng.uniform(0.05, 3, 400), rng.uniform(0.05, 4, 400),
+                             rng.uniform(-np.pi, np.pi, 400)])
+    boxes[:3] = [[10, 0, 0, 2, 2, 2, 0], [-10, 0, 0, 2, 2, 2, 0], [0, 0, 0, 20, 2, 2, 0]]
+    got, ok = G.boxes_to_2d(boxes, K, T, (640, 480))
+    n_none = 0
+    for b, g, o in zip(boxes, got, ok):
+        ref = G.box_to_2d(b, K, T, (640, 480))
+        assert (ref is not None) == bool(o)
+        if ref is None:
+            n_none += 1
+            assert (g == 0).all()
+        else:
+            np.testing.assert_allclose(g, ref, rtol=0, atol=1e-9)
+    assert 50 < n_none < 350  # both outcomes are exercised
+    e, k = G.boxes_to_2d(np.zeros((0, 7)), K, T, (640, 480))
+    assert e.shape == (0, 4) and k.shape == (0,)
+
+
 def test_iou_2d():
     assert G.iou_2d([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
     assert G.iou_2d([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0

@@ -141,6 +141,15 @@ def test_ensemble_with_camera_crop(trained_tiny_model):
     frame.cameras["CAM_FRONT"].image = np.zeros((5,), np.uint8)  # undecodable / wrong shape
     res2 = pipe.process(frame)
     assert not any(res2.image_used) and len(res2.detections) == len(res.detections)
+    # all cameras' crops go through CLIP in one batch, yet one bad camera costs only its own objects
+    T_back = T @ np.diag([-1.0, -1.0, 1.0, 1.0])  # looking along -x
+    frame.cameras["CAM_BACK"] = CameraView("CAM_BACK", K, T_back, (640, 480), image=img)
+    frame.cameras["CAM_FRONT"].image = np.zeros((480, 640, 4), np.uint8)  # RGBA: not usable
+    res3 = pipe.process(frame)
+    assert any(res3.image_used) and not res3.lidar_only_fallback
+    frame.cameras["CAM_FRONT"].image = img
+    both = pipe.process(frame)
+    assert sum(both.image_used) > sum(res3.image_used) > 0
 
 
 def test_warm_up_runs_every_stage_and_changes_nothing(trained_tiny_model, monkeypatch):

@@ -211,3 +211,35 @@ def test_hf_hub_model_from_local_cache(tiny_clip_files, tiny_clip, tmp_path, mon
     with pytest.raises(WeightsUnavailableError, match="not in the local hub cache"):
         FrozenCLIP(VLMConfig(model="hf-hub:clip2-test/absent", cache_dir=str(tmp_path / "hub")))
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_tensor_preprocessing_matches_open_clips_pil_transform(tiny_clip):
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from clip2_core.image_preprocess import tensor_transform
+
+    assert tiny_clip._tensor_preprocess is not None  # open_clip's standard transform is converted
+    rng = np.random.default_rng(3)
+    # smooth images (camera-like) and noise, portrait / landscape / tiny / already square
+    yy, xx = np.mgrid[0:120, 0:200]
+    smooth = np.stack([(xx * 1.2) % 256, (yy * 2.0) % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    imgs = [smooth, smooth[:90, :40], rng.integers(0, 255, (37, 61, 3), dtype=np.uint8),
+            rng.integers(0, 255, (5, 90, 3), dtype=np.uint8), smooth[:64, :64]]
+    for im in imgs:
+        ref = tiny_clip.preprocess(Image.fromarray(im))
+        got = tiny_clip._tensor_preprocess(im)
+        assert got.shape == ref.shape and got.dtype == torch.float32
+        # measured max 0.015 (one uint8 rounding step / std), mean ~2e-4
+        assert (got - ref).abs().max().item() < 0.03 and (got - ref).abs().mean().item() < 0.003
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(tiny_clip.model.encode_image(torch.stack(
+            [tiny_clip.preprocess(Image.fromarray(im)) for im in imgs])), dim=-1)
+    b = torch.from_numpy(tiny_clip.encode_images(imgs))
+    assert (a * b).sum(-1).min().item() > 0.9999
+    # a transform of another shape is not converted (the PIL path stays)
+    assert tensor_transform(T.Compose([T.Resize(32), T.ToTensor()])) is None
+    assert tensor_transform(T.Compose([T.Resize(32, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(32),
+                                       T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])) is None
+    assert tensor_transform(lambda im: im) is None
