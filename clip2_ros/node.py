@@ -20,9 +20,10 @@ out: ``~/detections/markers`` (visualization_msgs/MarkerArray), ``~/detections/j
 
 Threads
 -------
-The LiDAR callback runs in its own mutually exclusive callback group; with a depth-1 sensor-data
-subscription a sweep that arrives while one is being processed replaces the waiting one, so the
-node never builds a backlog. Camera callbacks (another group) only store the latest messages;
+The node spins in a SingleThreadedExecutor (``CLIP2_EXECUTOR=multi``: a MultiThreadedExecutor with
+3 threads, measured 2-6x worse p99 on 2 cores: its Python-level wait loops starve the callback). With
+a depth-1 sensor-data subscription a sweep that arrives while one is being processed replaces the
+waiting one, so the node never builds a backlog. Camera callbacks only store the latest messages;
 images are decoded only for the camera frame chosen for a sweep. A vocabulary change
 (``ros2 param set <node> vocabulary "[...]"``) is validated in the parameter callback and the
 text bank is rebuilt in a worker thread (``Pipeline.set_vocabulary`` swaps it in atomically), so
@@ -45,6 +46,7 @@ and the frame is skipped or processed LiDAR-only. ``node.stats`` counts what hap
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -539,6 +541,27 @@ class LidarOpenVocabNode(Node):
         super().destroy_node()
 
 
+EXECUTOR_ENV = "CLIP2_EXECUTOR"
+# single: measured at real time on the demo replay (2 cores, 20 Hz sweeps, six cameras at 2 Hz): sweeps
+# processed 130-218 of 302 -> 276, node p99 485-789 -> 116 ms, against MultiThreadedExecutor(3), whose
+# Python-level wait loops in three threads took over half the node's CPU samples (py-spy) and starved
+# the callback (BENCHMARKS.md, issue 14). The callbacks that are not the LiDAR's only store a message.
+DEFAULT_EXECUTOR = "single"
+EXECUTORS = ("single", "multi")
+
+
+def make_executor(kind: str, context=None):
+    """The rclpy executor the node spins in: ``single`` (SingleThreadedExecutor, the default) or
+    ``multi`` (MultiThreadedExecutor, 3 threads); environment variable ``CLIP2_EXECUTOR``."""
+    if kind == "single":
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=3, context=context)
+    raise ValueError(f"{EXECUTOR_ENV} must be one of {'|'.join(EXECUTORS)}, got {kind!r}")
+
+
 def main(args: Optional[List[str]] = None) -> int:
     """Console script: ``lidar_openvocab_node [--ros-args ...]``; Ctrl-C shuts down cleanly.
 
@@ -553,7 +576,12 @@ def main(args: Optional[List[str]] = None) -> int:
         pass
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
-    executor = MultiThreadedExecutor(num_threads=3)
+    try:
+        executor = make_executor(os.environ.get(EXECUTOR_ENV, DEFAULT_EXECUTOR))
+    except ValueError as exc:
+        logger.fatal(str(exc))
+        rclpy.try_shutdown()
+        return 2
     node = None
     code = 0
     try:

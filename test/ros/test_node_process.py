@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from clip2_ros import params as P
@@ -18,14 +19,42 @@ def _write_params(path, overrides):
     return path
 
 
-def _start(params_file):
+def _start(params_file, **env):
     return subprocess.Popen(
         [sys.executable, "-m", "clip2_ros.node", "--ros-args", "--params-file", str(params_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM="0", PYTHONUNBUFFERED="1", **env),
     )
+
+
+def test_executor_choice():
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    from clip2_ros.node import DEFAULT_EXECUTOR, make_executor
+
+    import rclpy
+
+    assert DEFAULT_EXECUTOR == "single"  # measured: BENCHMARKS.md, issue 14
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        for kind, cls in (("single", SingleThreadedExecutor), ("multi", MultiThreadedExecutor)):
+            ex = make_executor(kind, context=ctx)
+            assert isinstance(ex, cls)
+            ex.shutdown()
+        with pytest.raises(ValueError, match="CLIP2_EXECUTOR"):
+            make_executor("threads", context=ctx)
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_unknown_executor_exits_with_a_clear_message(tmp_path):
+    proc = _start(_write_params(tmp_path / "p.yaml", {}), CLIP2_EXECUTOR="threads")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "CLIP2_EXECUTOR must be one of single|multi" in out
 
 
 def test_bad_parameters_exit_with_a_clear_message(tmp_path):
