@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any, List, Optional, Protocol, Union, runtime_checkable
 
@@ -103,6 +104,11 @@ class OrtEmbedder:
         if num_threads:
             so.intra_op_num_threads = int(num_threads)
         so.inter_op_num_threads = 1
+        # ONNX Runtime's intra-op threads spin after each run by default; in the node they then fight
+        # torch's threads (CLIP's image tower) and DDS for the 2 cores: a keyframe's camera step took
+        # 44-52 ms with spinning, 11-16 ms without, and the encoder's own latency did not change (40
+        # crops of pointnet2-tiny-v1: 1.42 vs 1.40 ms median). CLIP2_ORT_SPIN=1 turns spinning back on.
+        so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("CLIP2_ORT_SPIN", "0"))
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), so, providers=providers)
         self.providers = self.session.get_providers()

@@ -169,6 +169,8 @@ def test_torch_and_ort_embedders_agree(tiny_encoder_checkpoint):
     assert oe.embed(x[:0]).shape == (0, 32) and te.embed(x[:0]).shape == (0, 32)
     with pytest.raises(ValueError, match=r"\(B, 64, 4\)"):
         oe.embed(np.zeros((2, 32, 4), dtype=np.float32))
+    # intra-op threads do not spin after a run (they starved CLIP and DDS in the node: BENCHMARKS.md, issue 14)
+    assert oe.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_ensure_onnx_reexports_when_stale(tiny_encoder_checkpoint, tmp_path):
