@@ -409,17 +409,23 @@ def fit_box_kernel(xyz, min_size):
 
 
 @njit(cache=True, nogil=True)
+def _gather_xyz(pts, idx):
+    """(K, 3) copy of the rows ``idx`` of (N, 3+) points."""
+    xyz = np.empty((idx.shape[0], 3))
+    for t in range(idx.shape[0]):
+        xyz[t, 0] = pts[idx[t], 0]
+        xyz[t, 1] = pts[idx[t], 1]
+        xyz[t, 2] = pts[idx[t], 2]
+    return xyz
+
+
+@njit(cache=True, nogil=True)
 def fit_boxes_kernel(pts, order, starts, counts, min_size):
     """Boxes (C, 7) of C clusters: cluster c is ``pts[order[starts[c]:starts[c] + counts[c]]]``."""
     n_c = starts.shape[0]
     out = np.empty((n_c, 7))
     for c in range(n_c):
-        idx = order[starts[c] : starts[c] + counts[c]]
-        xyz = np.empty((idx.shape[0], 3))
-        for t in range(idx.shape[0]):
-            xyz[t, 0] = pts[idx[t], 0]
-            xyz[t, 1] = pts[idx[t], 1]
-            xyz[t, 2] = pts[idx[t], 2]
+        xyz = _gather_xyz(pts, order[starts[c] : starts[c] + counts[c]])
         _fit_one(xyz, min_size, out[c])
     return out
 
@@ -545,12 +551,7 @@ def l_shape_boxes_kernel(pts, order, starts, counts, sx, sy, step_deg, fine_step
     n_c = starts.shape[0]
     out = np.empty((n_c, 7))
     for c in range(n_c):
-        idx = order[starts[c] : starts[c] + counts[c]]
-        xyz = np.empty((idx.shape[0], 3))
-        for t in range(idx.shape[0]):
-            xyz[t, 0] = pts[idx[t], 0]
-            xyz[t, 1] = pts[idx[t], 1]
-            xyz[t, 2] = pts[idx[t], 2]
+        xyz = _gather_xyz(pts, order[starts[c] : starts[c] + counts[c]])
         _l_shape_one(xyz, sx, sy, step_deg, fine_step_deg, d0, bin_deg, min_size, out[c])
     return out
 

@@ -40,8 +40,7 @@ def tensor_transform(preprocess) -> Optional[Callable[[np.ndarray], "object"]]:
             crop = list(t.size)
         elif isinstance(t, T.Normalize) and crop is not None:
             norm = (torch.tensor(t.mean, dtype=torch.float32).view(3, 1, 1), torch.tensor(t.std, dtype=torch.float32).view(3, 1, 1))
-        elif name in ("MaybeConvertMode", "MaybeToTensor", "ToTensor") or getattr(t, "__name__", "") == "_convert_to_rgb" \
-                or (callable(t) and getattr(t, "__name__", "") in ("_convert_to_rgb", "convert_to_rgb")):
+        elif name in ("MaybeConvertMode", "MaybeToTensor", "ToTensor") or getattr(t, "__name__", "") == "_convert_to_rgb":
             continue  # RGB uint8 arrays need no mode conversion; the tensor step is ours
         else:
             return None

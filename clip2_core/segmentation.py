@@ -301,7 +301,8 @@ class Segmenter:
         clusters: List[Cluster] = []
         if idx.size:
             scale = np.array([1.0, 1.0, ccfg.z_scale])
-            scaled = np.ascontiguousarray(pts[idx, :3], dtype=np.float64) * scale
+            cand = np.ascontiguousarray(pts[idx, :3], dtype=np.float64)
+            scaled = cand * scale
             lab = euclidean_clusters(scaled, ccfg.tolerance)
             if ccfg.split_tolerance > 0:
                 lab = self._split(scaled, lab, rng[idx])
@@ -310,8 +311,8 @@ class Segmenter:
                     low = np.flatnonzero(ground_mask & (height >= ccfg.reclaim_height) & (rng >= ccfg.min_range)
                                          & (rng <= ccfg.max_range))
                 if low.size:
-                    low_scaled = pts[low, :3].astype(np.float64) * scale
-                    dist, nn = cKDTree(scaled).query(low_scaled, k=1, distance_upper_bound=ccfg.tolerance)
+                    low_xyz = pts[low, :3].astype(np.float64)
+                    dist, nn = cKDTree(scaled).query(low_xyz * scale, k=1, distance_upper_bound=ccfg.tolerance)
                     ok = np.isfinite(dist)
                     if ok.any():
                         back = low[ok]
@@ -319,8 +320,7 @@ class Segmenter:
                         ground_mask[back] = False
                         idx = np.concatenate([idx, back])
                         lab = np.concatenate([lab, lab[nn[ok]]])
-                        scaled = np.concatenate([scaled, low_scaled[ok]])
-            cand = scaled / scale
+                        cand = np.concatenate([cand, low_xyz[ok]])
             order = np.argsort(lab, kind="stable")
             counts = np.bincount(lab)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -61,6 +61,18 @@ def _ray_boxes(d: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return best
 
 
+def _lidar_rays(beams: int, azimuth_steps: int, rng: np.random.Generator):
+    """Unit ray directions (R, 3) and ring ids (R,) of the synthetic spinning LiDAR: ``beams`` rings
+    from -30.67 to +10.67 degrees, ``azimuth_steps`` per turn with 1 mrad azimuth jitter."""
+    elev = np.deg2rad(np.linspace(-30.67, 10.67, beams))
+    az = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
+    az = az[None, :] + rng.normal(0, 1e-3, (beams, azimuth_steps))
+    el = np.broadcast_to(elev[:, None], az.shape)
+    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+    ring = np.broadcast_to(np.arange(beams)[:, None], az.shape).reshape(-1)
+    return d, ring
+
+
 def make_sweep(seed: int = 0, n_objects: int = 30, beams: int = 32, azimuth_steps: int = 1100) -> SweepScene:
     """A nuScenes-sized sweep (~35k points with the defaults) and its object boxes."""
     rng = np.random.default_rng(seed)
@@ -92,12 +104,7 @@ def make_sweep(seed: int = 0, n_objects: int = 30, beams: int = 32, azimuth_step
             walls.append([xc, side * 15.0, 4.0 - SENSOR_HEIGHT, 20.0, 4.0, 8.0 + rng.uniform(0, 4), 0.0])
     walls = np.array(walls)
 
-    elev = np.deg2rad(np.linspace(-30.67, 10.67, beams))
-    az = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
-    az = az[None, :] + rng.normal(0, 1e-3, (beams, azimuth_steps))
-    el = np.broadcast_to(elev[:, None], az.shape)
-    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
-    ring = np.broadcast_to(np.arange(beams)[:, None], az.shape).reshape(-1)
+    d, ring = _lidar_rays(beams, azimuth_steps, rng)
 
     # ground: road plane, then sidewalk plane where the road hit lies beyond the kerb
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -123,12 +130,7 @@ def scan_boxes(boxes: np.ndarray, beams: int = 32, azimuth_steps: int = 1100, se
     1.84 m above a flat road) of the given (M, 7) boxes, for test layouts; (N, 5) float32 points
     x, y, z, intensity, ring, 2 cm range noise, no dropouts."""
     rng = np.random.default_rng(seed)
-    elev = np.deg2rad(np.linspace(-30.67, 10.67, beams))
-    az = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
-    az = az[None, :] + rng.normal(0, 1e-3, (beams, azimuth_steps))
-    el = np.broadcast_to(elev[:, None], az.shape)
-    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
-    ring = np.broadcast_to(np.arange(beams)[:, None], az.shape).reshape(-1)
+    d, ring = _lidar_rays(beams, azimuth_steps, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_road = -SENSOR_HEIGHT / d[:, 2]
     t_road = np.where(t_road > 0, t_road, np.inf)
