@@ -116,10 +116,14 @@ class BagPlayer(Node):
         return self._topic_publishers[topic]
 
     def play(self, stop: Optional[threading.Event] = None,
-             on_publish: Optional[Callable[[str, int, float], None]] = None) -> PlayStats:
+             on_publish: Optional[Callable[[str, int, float], None]] = None,
+             before_publish: Optional[Callable[[str, int], None]] = None) -> PlayStats:
         """Publish the bag (again while ``loop``) until its end or ``stop`` is set.
 
         ``on_publish(topic, bag_time_ns, monotonic_s)`` runs right after each message is published.
+        ``before_publish(topic, bag_time_ns)`` runs when a message is due and may block (lockstep
+        playback waits there for the node); the time it blocks shifts the rest of the schedule, so
+        playback resumes at its rate instead of racing to catch up.
         """
         stop = stop or threading.Event()
         if self.config.start_delay > 0:
@@ -137,6 +141,12 @@ class BagPlayer(Node):
                 delay = t_pass + (t_ns - t_first) * 1e-9 / rate - time.monotonic()
                 if delay > 0 and stop.wait(delay):
                     break
+                if before_publish is not None:
+                    t_hold = time.monotonic()
+                    before_publish(conn.topic, t_ns)
+                    t_pass += time.monotonic() - t_hold
+                    if stop.is_set():
+                        break
                 if self._clock_pub is not None:
                     self._publish_clock(t_ns)
                 self._topic_publishers[conn.topic].publish(bytes(raw))

@@ -70,11 +70,15 @@ class ReplayConfig:
     domain_id: Optional[int] = None  # ROS domain of the replay (default: a private random one)
     startup_timeout: float = 180.0  # [s] for the node to load its model and subscribe
     drain_timeout: float = 30.0  # [s] after the last sweep, waiting for the node's last results
+    lockstep: bool = False  # publish each sweep only once the node answered the previous one
+    lockstep_timeout: float = 20.0  # [s] the most a lockstep replay waits for one answer
     progress: bool = True
 
     def check(self) -> None:
         if not self.rate > 0:
             raise ValueError(f"--rate must be > 0, got {self.rate}")
+        if not self.lockstep_timeout > 0:
+            raise ValueError(f"lockstep_timeout must be > 0, got {self.lockstep_timeout}")
         if self.params is not None and not Path(self.params).is_file():
             raise FileNotFoundError(f"parameter file {self.params} does not exist")
         if not Path(self.bag).exists():
@@ -276,6 +280,9 @@ class SceneRecord:
     play_seconds: float = 0.0
     bag_seconds: float = 0.0
     startup_seconds: float = 0.0
+    lockstep_waits: int = 0  # sweeps held back until the node answered the previous one
+    lockstep_timeouts: int = 0  # of those, how many waited the whole lockstep_timeout in vain
+    lockstep_held_seconds: float = 0.0
     node_log: str = ""
     outputs_bag: Optional[str] = None
 
@@ -388,7 +395,7 @@ def replay_scene(scene: SceneInput, cfg: ReplayConfig, domain_id: int, work: Pat
     def bag_time(t_mono: float) -> int:  # a receipt time on the bag's timeline
         if first_ns[0] is None or t_play0[0] is None:
             return 0
-        return int(first_ns[0] + (t_mono - t_play0[0]) * cfg.rate * 1e9)
+        return int(first_ns[0] + (t_mono - t_play0[0] - rec.lockstep_held_seconds) * cfg.rate * 1e9)
 
     try:
         recorder = _Recorder(recorder_node, node_name, outputs, rec, bag_time)
@@ -431,8 +438,32 @@ def replay_scene(scene: SceneInput, cfg: ReplayConfig, domain_id: int, work: Pat
                     bar.update(1)
                     bar.set_postfix(results=len(rec.docs), refresh=False)
 
+        before_publish = None
+        if cfg.lockstep:
+            answered = set()
+            n_seen = [0]
+
+            def answered_stamp(us: int) -> bool:
+                docs = rec.docs
+                for d in docs[n_seen[0]:]:
+                    answered.add(_us(d["stamp"]))
+                n_seen[0] = len(docs)
+                return us in answered
+
+            def before_publish(topic: str, t_ns: int) -> None:
+                if topic != lidar_topic or not rec.published:
+                    return
+                prev = max(rec.published)
+                if answered_stamp(prev):
+                    return
+                t_hold = time.monotonic()
+                rec.lockstep_waits += 1
+                if not _wait(lambda: answered_stamp(prev), cfg.lockstep_timeout, proc, step=0.002):
+                    rec.lockstep_timeouts += 1
+                rec.lockstep_held_seconds += time.monotonic() - t_hold
+
         t0 = time.monotonic()
-        stats = player.play(on_publish=on_publish)
+        stats = player.play(on_publish=on_publish, before_publish=before_publish)
         t1 = time.monotonic()
         if bar is not None:
             bar.close()
@@ -676,6 +707,8 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
             "latency_node_ms": latency_stats(lat["node_ms"]), "latency_end_to_end_ms": latency_stats(lat["end_to_end_ms"]),
             "resources": r.resources, "node_stats": r.node_stats, "startup_seconds": round(r.startup_seconds, 2),
             "play_seconds": round(r.play_seconds, 3), "bag_seconds": round(r.bag_seconds, 3),
+            "lockstep": {"waits": r.lockstep_waits, "timeouts": r.lockstep_timeouts,
+                         "held_seconds": round(r.lockstep_held_seconds, 3)} if cfg.lockstep else None,
             "params": str(s.params_source), "node_log": r.node_log, "outputs_bag": r.outputs_bag,
         }
     metrics = open_vocab_metrics(all_frames, min_points=cfg.min_points, label_map=label_map)
@@ -712,7 +745,7 @@ def run_replay(cfg: ReplayConfig) -> Dict[str, Any]:
     report: Dict[str, Any] = {
         "format": REPORT_FORMAT,
         "bag": str(cfg.bag), "dataset_version": version, "scenes": [s.scene for s in scenes],
-        "rate": cfg.rate, "domain_id": domain_id, "min_points": cfg.min_points,
+        "rate": cfg.rate, "lockstep": cfg.lockstep, "domain_id": domain_id, "min_points": cfg.min_points,
         "vocabulary": docs[0].get("vocabulary") if docs else None, "identity": identity,
         "transport": transport,
         "latency_node_ms": latency_stats(node_ms), "latency_end_to_end_ms": latency_stats(e2e_ms),

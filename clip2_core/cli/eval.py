@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="override a node parameter, e.g. --set model.onnx=model.onnx (repeatable; values are YAML)")
     rp.add_argument("--out", type=Path, required=True, help="report folder")
     rp.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1: real time)")
+    rp.add_argument("--lockstep", action="store_true",
+                    help="publish each sweep only after the node answered the previous one: every sweep is "
+                         "processed whatever the machine's speed (quality, not real-time behaviour)")
     rp.add_argument("--scenes", nargs="*", default=None, help="only these scene bags")
     rp.add_argument("--dataroot", type=Path, default=None,
                     help="nuScenes dataroot for the devkit (default: the one recorded by clip2 bag from-nuscenes)")
@@ -132,11 +135,13 @@ def run_replay(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = ReplayConfig(bag=args.bag, out=args.out, params=args.params, overrides=overrides, rate=args.rate,
                        scenes=args.scenes, dataroot=args.dataroot, label_map=args.label_map, min_points=args.min_points,
-                       check_offline=args.check_offline, domain_id=args.domain_id, progress=not args.no_progress)
+                       check_offline=args.check_offline, domain_id=args.domain_id, progress=not args.no_progress,
+                       lockstep=args.lockstep)
     report = replay(cfg)
     if report.get("identity", {}).get("random_clip"):
         print("WARNING: CLIP weights are RANDOM: labels only reflect the classes the encoder was trained on")
-    print(f"replay of {len(report['scenes'])} scene(s) at rate {report['rate']}:")
+    print(f"replay of {len(report['scenes'])} scene(s) at rate {report['rate']}"
+          f"{' (lockstep)' if report.get('lockstep') else ''}:")
     print("\n".join(headline_lines(report)))
     if "offline_check" in report:
         oc = report["offline_check"]

@@ -94,3 +94,32 @@ def test_player_errors(bag, tmp_path):
         PlayConfig(bag=bag, rate=0).check()
     assert clip2_main(["bag", "play", str(tmp_path)]) == 2
     assert clip2_main(["bag", "play", str(bag), "--topics", "/no_such_topic"]) == 2
+
+
+def test_a_blocking_before_publish_shifts_the_schedule_instead_of_bursting(bag, ros_context):
+    """Lockstep replay holds the player in before_publish: the messages after a hold keep the bag's
+    spacing (a player racing to catch up would publish them all at once)."""
+    from clip2_ros.player import BagPlayer, PlayConfig
+
+    player = BagPlayer(PlayConfig(bag=bag, rate=1.0, start_delay=0.0, topics=["/LIDAR_TOP"]), context=ros_context)
+    pub_times, bag_ns = [], []
+    held = 0.4
+
+    def before(topic, t_ns):
+        if len(bag_ns) == 3:
+            time.sleep(held)
+
+    def after(topic, t_ns, t_mono):
+        bag_ns.append(t_ns)
+        pub_times.append(t_mono)
+
+    try:
+        stats = player.play(on_publish=after, before_publish=before)
+    finally:
+        player.destroy_node()
+    assert stats.published["/LIDAR_TOP"] == len(pub_times) > 6
+    wall_gaps = np.diff(pub_times)
+    bag_gaps = np.diff(bag_ns) * 1e-9
+    assert wall_gaps[2] >= held + bag_gaps[2] - 0.02  # the hold itself
+    # afterwards: the bag's spacing again (not a burst of late messages)
+    assert np.all(wall_gaps[3:] >= bag_gaps[3:] - 0.02), (wall_gaps, bag_gaps)
