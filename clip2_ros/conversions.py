@@ -47,6 +47,10 @@ class ImageDecodeError(ValueError):
     """An Image / CompressedImage that cannot be decoded to RGB."""
 
 
+MAX_POINT_STEP = 1 << 16  # [bytes] per point; real drivers use 16-64, so more is a corrupt header
+MAX_IMAGE_PIXELS = 64_000_000  # a compressed image claiming more (a 16K x 4K camera) is refused before decoding
+
+
 # ----------------------------------------------------------------------------------------------
 # time
 # ----------------------------------------------------------------------------------------------
@@ -82,6 +86,8 @@ def pointcloud2_dtype(msg) -> np.dtype:
     step = int(msg.point_step)
     if step <= 0:
         raise CloudFormatError(f"point_step must be > 0, got {step}")
+    if step > MAX_POINT_STEP:
+        raise CloudFormatError(f"point_step {step} is absurd (more than {MAX_POINT_STEP} bytes per point)")
     names, formats, offsets = [], [], []
     for f in msg.fields:
         if not f.name:
@@ -92,6 +98,8 @@ def pointcloud2_dtype(msg) -> np.dtype:
             raise CloudFormatError(f"field '{f.name}' appears twice in the PointCloud2 fields")
         base = POINTFIELD_DTYPES[f.datatype].newbyteorder(order)
         count = int(f.count) if int(f.count) > 0 else 1
+        if count > step:
+            raise CloudFormatError(f"field '{f.name}' has count {count}, more than point_step {step} bytes hold")
         size = base.itemsize * count
         off = int(f.offset)
         if off < 0 or off + size > step:
@@ -101,7 +109,10 @@ def pointcloud2_dtype(msg) -> np.dtype:
         names.append(f.name)
         formats.append(base if count == 1 else np.dtype((base, (count,))))
         offsets.append(off)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    try:
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. overlapping fields numpy refuses
+        raise CloudFormatError(f"the PointCloud2 fields do not form a point layout: {exc}") from exc
 
 
 def pointcloud2_to_structured(msg) -> np.ndarray:
@@ -327,16 +338,25 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8", frame_id: str = "", st
 
 def compressed_image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG/PNG) -> (H, W, 3) uint8 RGB; ImageDecodeError on failure."""
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
 
     data = bytes(msg.data)
     if not data:
         raise ImageDecodeError("compressed image has no data")
     try:
         with PILImage.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:  # checked before decoding: a forged header must not allocate gigabytes
+                raise ImageDecodeError(f"compressed image claims {w}x{h} pixels (more than {MAX_IMAGE_PIXELS:,}); "
+                                       "not decoded")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"cannot decode compressed image (format '{msg.format}'): {exc}") from exc
+    except ImageDecodeError:
+        raise
+    except MemoryError as exc:
+        raise ImageDecodeError(f"compressed image (format '{msg.format}') does not fit in memory: {exc}") from exc
+    except Exception as exc:  # Pillow raises many kinds (DecompressionBombError, struct.error, ...) on bad data
+        raise ImageDecodeError(f"cannot decode compressed image (format '{msg.format}'): "
+                               f"{type(exc).__name__}: {exc}") from exc
 
 
 def rgb_to_compressed_image(rgb: np.ndarray, fmt: str = "jpeg", frame_id: str = "", stamp=None, quality: int = 90):

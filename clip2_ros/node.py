@@ -457,6 +457,8 @@ class LidarOpenVocabNode(Node):
                 views[name] = fut.result()
             except (ValueError, ImageDecodeError) as exc:
                 self._warn("camera_skipped", f"{name}: {exc}; not used")
+            except Exception as exc:  # a broken camera never costs the LiDAR result
+                self._warn("camera_skipped", f"{name}: {type(exc).__name__}: {exc}; not used")
         return views
 
     # ------------------------------------------------------------------------------------------

@@ -155,6 +155,10 @@ XYZ = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)]
         (dict(fields=XYZ + [("x", 12, 7, 1)], point_step=16, width=1), "appears twice"),
         (dict(fields=XYZ, point_step=12, width=2, row_step=20, data=bytes(20)), "row_step 20 is smaller"),
         (dict(fields=XYZ, point_step=0, width=2, data=b""), "point_step must be > 0"),
+        # a corrupt header's uint32 beyond what numpy's C int holds (was a bare ValueError from np.dtype)
+        (dict(fields=XYZ, point_step=2**31, width=1, row_step=12, data=bytes(12)), "point_step 2147483648 is absurd"),
+        (dict(fields=XYZ, point_step=2**32 - 1, width=1, row_step=12, data=bytes(12)), "is absurd"),
+        (dict(fields=[("x", 0, 7, 2**31), ("y", 4, 7, 1), ("z", 8, 7, 1)], point_step=12, width=1), "has count"),
     ],
 )
 def test_malformed_clouds_raise_clear_errors(kwargs, match):
@@ -219,7 +223,19 @@ def test_compressed_png_exact_and_jpeg_close():
     assert back.shape == smooth.shape and np.abs(back.astype(int) - smooth).mean() < 4
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def _png_claiming(w: int, h: int) -> bytes:
+    """A valid 1x1 PNG whose IHDR (CRC mended) claims w x h pixels: a decompression bomb header."""
+    import zlib
+
+    png = bytearray(rgb_to_compressed_image(_rgb(1, 1), "png").data)
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4: ihdr + 12] = struct.pack(">II", w, h)
+    png[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr: ihdr + 17])))
+    return bytes(png)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20,
+                                  _png_claiming(20000, 20000), _png_claiming(65535, 65535), _png_claiming(9000, 8000)])
 def test_undecodable_compressed_image(data):
     with pytest.raises(ImageDecodeError):
         compressed_image_to_rgb(CompressedImage(format="jpeg", data=data))
