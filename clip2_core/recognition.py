@@ -107,14 +107,14 @@ def trained_metadata(checkpoint: Optional[str] = None, onnx: Optional[str] = Non
 
 def resolve_templates(explicit: Optional[Sequence[str]], trained: Optional[Sequence[str]]) -> Tuple[str, ...]:
     """Explicit templates, else the encoder's training templates, else the built-in ensemble."""
-    from clip2_core.vlm import DEFAULT_TEMPLATES
+    from clip2_core.vlm import DEFAULT_TEMPLATES, template_problem
 
     for cand in (explicit, trained):
         if cand:
             t = tuple(str(x) for x in cand)
-            bad = [x for x in t if "{}" not in x]
+            bad = [f"{x!r}: {why}" for x in t if (why := template_problem(x))]
             if bad:
-                raise ValueError(f"prompt templates need '{{}}' for the label: {bad}")
+                raise ValueError(f"unusable prompt template(s): {'; '.join(bad)}")
             return t
     return tuple(DEFAULT_TEMPLATES)
 

@@ -456,6 +456,31 @@ def text_bank_key(model: str, weights_id: str, templates: Sequence[str], classna
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def template_problem(template: str) -> Optional[str]:
+    """Why ``template`` cannot make a prompt (``template.format(label)``), or None when it can.
+
+    Exactly one ``{}`` for the label; any other brace must be doubled (``{{``); ``'{} and {}'``,
+    ``'{0}'``, ``'{name}'`` and a lone ``'{'`` are refused here rather than when the text bank is built.
+    """
+    import string
+
+    if not isinstance(template, str):
+        return f"not a string ({type(template).__name__})"
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"not a format string ({exc}); write a literal brace as '{{{{' or '}}}}'"
+    if fields != [""]:
+        if not fields:
+            return "has no '{}' for the label"
+        return f"needs exactly one '{{}}' for the label and no other field, has {['{' + f + '}' for f in fields]}"
+    try:
+        template.format("label")
+    except (ValueError, IndexError, KeyError) as exc:  # e.g. '{:d}'
+        return f"cannot take a label ({type(exc).__name__}: {exc})"
+    return None
+
+
 def build_text_bank(
     clip: FrozenCLIP,
     vocabulary: Sequence[str],
@@ -470,8 +495,11 @@ def build_text_bank(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"vocabulary has duplicates: {dup}")
     templates = tuple(templates)
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError("every template must contain '{}'")
+    if not templates:
+        raise ValueError("the prompt template list is empty")
+    bad = [f"{t!r}: {why}" for t in templates if (why := template_problem(t))]
+    if bad:
+        raise ValueError(f"unusable prompt template(s): {'; '.join(bad)}")
     key = text_bank_key(clip.config.model, clip.weights_id, templates, names)
     path = Path(cache_dir) / f"textbank-{key[:24]}" if cache_dir is not None else None
     if path is not None and path.with_suffix(".npy").is_file() and path.with_suffix(".json").is_file():

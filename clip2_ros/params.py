@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from clip2_core.vlm import template_problem
+
 PACKAGE = "clip2_ros"
 PARAM_FILE_NAME = "lidar_openvocab.param.yaml"
 SCHEMA_FILE_NAME = "lidar_openvocab.schema.json"
@@ -202,8 +204,9 @@ def _cross_checks(nested: Mapping[str, Any]) -> List[str]:
             elif not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-3):
                 problems.append(f"parameter 'cameras.{name}.T_lidar_to_cam': the 3x3 block is not a rotation")
     for t in nested.get("clip", {}).get("templates", []):
-        if t and "{}" not in t:
-            problems.append(f"parameter 'clip.templates': template {t!r} has no '{{}}' for the label")
+        why = template_problem(t) if t else None
+        if why:
+            problems.append(f"parameter 'clip.templates': template {t!r} {why}")
     seg = nested.get("segmentation", {}).get("cluster", {})
     if "min_points" in seg and "max_points" in seg and seg["min_points"] > seg["max_points"]:
         problems.append("parameter 'segmentation.cluster.min_points': larger than max_points")
@@ -229,8 +232,9 @@ def validate_templates(templates: Any) -> Optional[List[str]]:
         raise ParameterError(f"parameter 'clip.templates' must be a non-empty list of strings, got {templates!r}")
     t = [x for x in t if x]
     for x in t:
-        if "{}" not in x:
-            raise ParameterError(f"parameter 'clip.templates': template {x!r} has no '{{}}' for the label")
+        why = template_problem(x)
+        if why:
+            raise ParameterError(f"parameter 'clip.templates': template {x!r} {why}")
     return t or None
 
 

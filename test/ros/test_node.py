@@ -400,6 +400,8 @@ def test_vocabulary_change_at_run_time(running, wait_for):
     assert not bad.successful and "duplicate" in bad.reason
     bad = node.set_parameters([Parameter("clip.templates", value=["no placeholder"])])[0]
     assert not bad.successful and "{}" in bad.reason
+    bad = node.set_parameters([Parameter("clip.templates", value=["{} and {}"])])[0]  # refused here, not at rebuild
+    assert not bad.successful and "exactly one" in bad.reason
     ro = node.set_parameters([Parameter("score_threshold", value=0.5)])[0]
     assert not ro.successful and "read-only" in ro.reason
     assert list(node.get_parameter("vocabulary").value) == vocab

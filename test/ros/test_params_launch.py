@@ -137,6 +137,12 @@ def test_runtime_vocabulary_and_template_checks():
     assert P.validate_templates(["a {}."]) == ["a {}."]
     with pytest.raises(P.ParameterError, match="has no"):
         P.validate_templates(["no placeholder"])
+    # accepted by a bare "{} in template" check, refused by the text-bank build: refused up front
+    for bad, why in [("{} and {}", "exactly one"), ("a {0}.", "exactly one"), ("a {name}.", "exactly one"),
+                     ("a {} {", "not a format string"), ("a {:d}.", "cannot take a label")]:
+        with pytest.raises(P.ParameterError, match=why):
+            P.validate_templates(["a {}.", bad])
+    assert P.validate_templates(["a {{literal}} {}."]) == ["a {{literal}} {}."]
 
 
 def test_node_rejects_bad_parameters_before_loading_a_model(ros_context):
