@@ -14,13 +14,15 @@ A checkpoint is a directory holding two files::
       "normalization": {...},         # = model.normalization, repeated likewise
       "clip": {"model": "ViT-B-32", "pretrained": "openai", "weights_id": "..."} | null,
       "vocabulary": ["car", ...] | null,
+      "weights_sha256": "9f2c...",    # of model.safetensors; checked on load (absent in older checkpoints)
       "extra": {...}                  # free-form JSON (training step, metrics, ...)
     }
 
 Both files are written atomically (:mod:`clip2_core.fileio`: temporary file in the same
 directory, fsync, rename); ``config.json`` is written last, so a directory with a config always
-has complete weights. Loading reads tensors with ``safetensors`` only: no ``torch.load``, no
-unpickling.
+has complete weights, and the SHA-256 it records makes any later change to them (a flipped
+byte, a copy from another run) a load error rather than a silently different model. Loading
+reads tensors with ``safetensors`` only: no ``torch.load``, no unpickling.
 
 This module is checkpoint I/O only: it knows the encoder *config* (:mod:`clip2_core.encoders.config`)
 but never the encoder builders. Rebuilding the model stored in a checkpoint is
@@ -28,13 +30,14 @@ but never the encoder builders. Rebuilding the model stored in a checkpoint is
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from clip2_core.encoders.config import PointEncoderConfig
-from clip2_core.fileio import atomic_write_bytes, atomic_write_json
+from clip2_core.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 
 FORMAT = "clip2-checkpoint"
 FORMAT_VERSION = 1
@@ -84,6 +87,7 @@ def save_checkpoint(
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     data = st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     atomic_write_bytes(out / WEIGHTS_NAME, data)
+    digest = hashlib.sha256(data).hexdigest()
     cfg = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,6 +96,7 @@ def save_checkpoint(
         "normalization": model_config.normalization.to_dict(),
         "clip": clip,
         "vocabulary": list(vocabulary) if vocabulary is not None else None,
+        "weights_sha256": digest,
         "extra": extra or {},
     }
     atomic_write_json(out / CONFIG_NAME, cfg)
@@ -134,6 +139,12 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
     w_path = d / WEIGHTS_NAME
     if not w_path.is_file():
         raise FileNotFoundError(f"checkpoint weights missing: {w_path}")
+    expected = cfg.get("weights_sha256")
+    if expected is not None:
+        got = file_sha256(w_path)
+        if got != expected:
+            raise ValueError(f"checkpoint weights {w_path} do not match the SHA-256 recorded in {d / CONFIG_NAME} "
+                             f"({got[:12]}... != {str(expected)[:12]}...): the file is corrupt or was replaced")
     try:
         state = load_file(str(w_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -13,13 +13,14 @@ Pure standard library: no torch, no clip2 imports, so any module may use it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any, Union
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "replace_durably"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256", "replace_durably"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -111,3 +112,12 @@ def read_json_object(path: PathLike, what: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object")
     return data
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Protocol, Union, runtime_checkable
 import numpy as np
 
 from clip2_core.encoders.config import PointEncoderConfig
-from clip2_core.fileio import atomic_write_bytes
+from clip2_core.fileio import atomic_write_bytes, file_sha256
 from clip2_core.runtime import engine_cache
 from clip2_core.runtime.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_onnx_metadata
 
@@ -137,7 +137,7 @@ class TensorRTEmbedder:
         self.onnx_path = Path(onnx_path)
         self.max_batch = int(max_batch)
         expected = engine_cache.EngineMeta(
-            onnx_sha256=engine_cache.sha256_bytes_of_file(onnx_path),
+            onnx_sha256=file_sha256(onnx_path),
             tensorrt_version=str(trt.__version__),
             gpu_name=torch.cuda.get_device_name(),
             fp16=bool(fp16),

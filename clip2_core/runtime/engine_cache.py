@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Union
 
-from clip2_core.fileio import atomic_write_json
+from clip2_core.fileio import atomic_write_json, file_sha256
 
 ENGINE_SUFFIX = ".engine"
 META_SUFFIX = ".engine.json"
@@ -40,14 +40,6 @@ class EngineMeta:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def sha256_bytes_of_file(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_key(meta: EngineMeta) -> str:

@@ -59,6 +59,23 @@ def test_create_point_encoder_pretrained(tiny_encoder_checkpoint):
         create_point_encoder("pointnet2-s-v1", pretrained=tiny_encoder_checkpoint)
 
 
+def test_a_flipped_weight_byte_is_a_load_error_naming_the_file(tmp_path, tiny_encoder):
+    """safetensors reads a flipped byte inside a tensor silently; the SHA-256 in config.json does not."""
+    d = save_checkpoint(tmp_path / "c", tiny_encoder, tiny_encoder.config)
+    assert len(json.loads((d / CONFIG_NAME).read_text())["weights_sha256"]) == 64
+    load_checkpoint(d)
+    raw = bytearray((d / WEIGHTS_NAME).read_bytes())
+    raw[-5] ^= 0x40  # inside the last tensor's data
+    (d / WEIGHTS_NAME).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"{d / WEIGHTS_NAME} do not match the SHA-256"):
+        load_checkpoint(d)
+    # a checkpoint written before the hash existed still loads (nothing to check against)
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    del cfg["weights_sha256"]
+    (d / CONFIG_NAME).write_text(json.dumps(cfg))
+    assert load_checkpoint(d).state_dict
+
+
 def test_checkpoint_errors_name_the_file(tmp_path, tiny_encoder):
     d = save_checkpoint(tmp_path / "c", tiny_encoder, tiny_encoder.config)
     (d / WEIGHTS_NAME).write_bytes(b"\x00garbage")
