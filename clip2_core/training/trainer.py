@@ -99,7 +99,7 @@ def _train_module(encoder, loss_cfg):
 
 # ------------------------------------------------------------------ training state I/O
 def save_train_state(path: Path, module, optimizer, step: int, epoch: int, batch_in_epoch: int,
-                     best: Optional[float]) -> None:
+                     best: Optional[float], best_step: Optional[int] = None) -> None:
     import torch
     from safetensors.torch import save as st_save
 
@@ -115,7 +115,7 @@ def save_train_state(path: Path, module, optimizer, step: int, epoch: int, batch
     atomic_write_bytes(path / STATE_TENSORS, st_save(tensors))
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
     atomic_write_json(path / STATE_JSON, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                                          "best_val": best, "param_groups": groups})
+                                          "best_val": best, "best_step": best_step, "param_groups": groups})
 
 
 def load_train_state(path: Path, module, optimizer) -> Dict[str, Any]:
@@ -137,6 +137,37 @@ def load_train_state(path: Path, module, optimizer) -> Dict[str, Any]:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     torch.set_rng_state(tensors["rng/torch"])
     return meta
+
+
+def _install_best(run_dir: Path, ck: Path) -> None:
+    """Make ``run_dir/best`` a copy of checkpoint ``ck``: copied aside, then swapped in by renames."""
+    tmp, old, best = run_dir / "best.tmp", run_dir / "best.old", run_dir / "best"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ck, tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if best.exists():
+        os.replace(best, old)
+    os.replace(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _mend_best(run_dir: Path, ck: Path, best_step: Optional[int]) -> None:
+    """On resume: when the training state says ``ck`` is the best step but ``best/`` does not hold
+    it (the run was killed between the two writes), install it now."""
+    best = run_dir / "best"
+    for stale in ("best.tmp", "best.old"):
+        if (run_dir / stale).exists() and best.exists():
+            shutil.rmtree(run_dir / stale, ignore_errors=True)
+    if best_step is None or ck.name != f"step-{best_step:07d}":
+        return
+    try:
+        have = json.loads((best / STATE_JSON).read_text()).get("step")
+    except (OSError, ValueError):
+        have = None
+    if have != best_step:
+        log.warning("resume: best/ does not hold step %d, the best so far (interrupted while copying); "
+                    "installing it from %s", best_step, ck)
+        _install_best(run_dir, ck)
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -231,6 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
     step, epoch, batch_in_epoch, best = 0, 0, 0, None
+    best_step: Optional[int] = None
     if resume:
         ck = latest_checkpoint(run_dir)
         if ck is None:
@@ -242,6 +274,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
             encoder.load_state_dict(loaded.state_dict)
             meta = load_train_state(ck, module, optimizer)
             step, epoch, batch_in_epoch, best = meta["step"], meta["epoch"], meta["batch_in_epoch"], meta["best_val"]
+            best_step = meta.get("best_step")
+            _mend_best(run_dir, ck, best_step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ck, step, epoch, batch_in_epoch)
     ddp = module
     if dist_info.world > 1:
@@ -288,27 +322,32 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: Optional[int] = None)
     throughput: List[float] = []
 
     def save(tag_step: int) -> None:
-        nonlocal best
+        """Checkpoint ``tag_step``; a kill at any point leaves a state ``--resume`` completes.
+
+        Order: the step's weights and training state (which already hold the new best score and
+        step), then ``last.json``, then ``best/``. A kill before the training state is complete
+        leaves the step without ``train_state.json``, so resume takes the previous step; a kill
+        after it but before ``best/`` is swapped is mended on resume (:func:`_mend_best`).
+        """
+        nonlocal best, best_step
         if not dist_info.main:
             return
         ck = run_dir / f"step-{tag_step:07d}"
+        score = last_val.get("mean_class_acc")
+        improved = score is not None and not math.isnan(score) and (best is None or score > best)
+        new_best, new_best_step = (float(score), tag_step) if improved else (best, best_step)
         save_checkpoint(ck, encoder, model_cfg, clip=clip.identity, vocabulary=vocab,
                         extra={"step": tag_step, "val": last_val, "templates": list(templates), "run": cfg.name,
                                # the learned point-text temperature: recognition's logit scale
                                "logit_scale": float(module.loss.semantic.logit_scale().detach())})
-        save_train_state(ck, module, optimizer, tag_step, epoch, batch_in_epoch, best)
+        save_train_state(ck, module, optimizer, tag_step, epoch, batch_in_epoch, new_best, new_best_step)
+        best, best_step = new_best, new_best_step
         atomic_write_json(run_dir / "last.json", {"checkpoint": ck.name, "step": tag_step})
+        if improved:
+            _install_best(run_dir, ck)
         steps = sorted(run_dir.glob("step-*"), key=lambda q: int(q.name.split("-")[1]))
         for old in steps[: max(0, len(steps) - cfg.checkpoint.keep)]:
             shutil.rmtree(old, ignore_errors=True)
-        score = last_val.get("mean_class_acc")
-        if score is not None and not math.isnan(score) and (best is None or score > best):
-            best = float(score)
-            tmp = run_dir / "best.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(ck, tmp)
-            shutil.rmtree(run_dir / "best", ignore_errors=True)
-            os.replace(tmp, run_dir / "best")
 
     def validate_now() -> None:
         nonlocal last_val

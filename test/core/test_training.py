@@ -1,4 +1,7 @@
 """Training: schedule, config parsing, a short CPU run, exact resume, bad data."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,6 +90,83 @@ def test_resume_is_exact(tiny_clip_files, gt_proxies, tmp_path):
     b = load_file(str(tmp_path / "b" / "step-0000020" / "model.safetensors"))
     for k in a:
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing of the trainer catches it (it is no Exception, no KeyboardInterrupt)."""
+
+
+def _best(run):
+    state = json.loads((run / "best" / "train_state.json").read_text())
+    return state["step"], state["best_val"]
+
+
+@pytest.mark.parametrize("where", ["train_state", "last_pointer", "best_swap"])
+def test_a_kill_while_checkpointing_leaves_the_same_best_after_resume(where, tiny_clip_files, gt_proxies, tmp_path,
+                                                                      monkeypatch, straight_30):
+    """Killed while the step that is the run's best is being saved (its training state half written;
+    after it but before last.json; in the middle of swapping best/): resumed, the run ends with the
+    uninterrupted run's best step, score and weights."""
+    from safetensors.torch import load_file
+
+    from clip2_core.training import trainer as T
+
+    train_dir, val_dir = gt_proxies
+    ref_run, (kill_step, ref_val) = straight_30
+    assert ref_val is not None and kill_step % 10 == 0
+    if where == "train_state":
+        real = T.save_train_state
+
+        def fault(path, *a, **k):
+            if a[2] == kill_step:  # the step's weights are on disk, its training state is not
+                (path / T.STATE_TENSORS).write_bytes(b"half")
+                raise _Killed
+            return real(path, *a, **k)
+
+        monkeypatch.setattr(T, "save_train_state", fault)
+    elif where == "last_pointer":
+        real_json = T.atomic_write_json
+
+        def fault(path, obj, *a, **k):
+            if Path(path).name == "last.json" and obj["step"] == kill_step:
+                raise _Killed
+            return real_json(path, obj, *a, **k)
+
+        monkeypatch.setattr(T, "atomic_write_json", fault)
+    else:
+        def fault(run_dir, ck):  # copied aside and the old best moved away, the new one not yet in place
+            import shutil
+
+            shutil.copytree(ck, run_dir / "best.tmp")
+            if (run_dir / "best").exists():
+                (run_dir / "best").rename(run_dir / "best.old")
+            raise _Killed
+
+        real_install = T._install_best
+        monkeypatch.setattr(T, "_install_best", lambda run_dir, ck: fault(run_dir, ck)
+                            if ck.name == f"step-{kill_step:07d}" else real_install(run_dir, ck))
+    with pytest.raises(_Killed):
+        train(_cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "k", 30))
+    monkeypatch.undo()
+    resumed = train(_cfg(tiny_clip_files, train_dir, val_dir, tmp_path / "k", 30), resume=True)
+    assert resumed["step"] == 30
+    step, val = _best(tmp_path / "k")
+    assert step == kill_step and val == pytest.approx(ref_val, abs=1e-9)
+    assert resumed["best_val_mean_class_acc"] == pytest.approx(ref_val, abs=1e-9)
+    assert not (tmp_path / "k" / "best.tmp").exists() and not (tmp_path / "k" / "best.old").exists()
+    a = load_file(str(ref_run / "best" / "model.safetensors"))
+    b = load_file(str(tmp_path / "k" / "best" / "model.safetensors"))
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def straight_30(tiny_clip_files, gt_proxies, tmp_path_factory):
+    """An uninterrupted 30-step run: (its folder, (best step, best score))."""
+    train_dir, val_dir = gt_proxies
+    run = tmp_path_factory.mktemp("straight30") / "run"
+    train(_cfg(tiny_clip_files, train_dir, val_dir, run, 30))
+    return run, _best(run)
 
 
 def test_no_usable_data_is_a_clear_error(tiny_clip_files, gt_proxies, tmp_path):
