@@ -197,6 +197,12 @@ class LidarOpenVocabNode(Node):
 
         self.pipeline = pipeline if pipeline is not None else build_pipeline(self.params.pipeline)
         self._identity = self.pipeline.recognizer.identity
+        fallbacks = list(getattr(self.pipeline, "fallbacks", []) or [])
+        if fallbacks:  # a broken ONNX / engine: running on the next backend, said on the log and in every output
+            self._identity["encoder_fallback"] = fallbacks
+            self.stats["encoder_fallbacks"] = len(fallbacks)
+            for note in fallbacks:
+                self.get_logger().warning(note)
         if pipeline is None:  # the first sweep must not pay for lazy initialisation
             self.get_logger().info(f"pipeline warmed up in {self.pipeline.warm_up():.0f} ms")
         if self._identity.get("random_clip"):
@@ -468,6 +474,8 @@ class LidarOpenVocabNode(Node):
         try:
             self._process_cloud(msg)
         except Exception as exc:  # last line of defence: the node keeps running
+            if not self.context.ok():  # shutting down (Ctrl-C, SIGTERM) with a frame in flight: nothing to report
+                return
             self._warn("callback_error", f"frame skipped: {type(exc).__name__}: {exc}")
 
     def _process_cloud(self, msg: PointCloud2) -> None:
@@ -597,25 +605,52 @@ def main(args: Optional[List[str]] = None) -> int:
     node = None
     code = 0
     try:
-        node = LidarOpenVocabNode()
-        executor.add_node(node)
-        node.get_logger().info("ready")
-        executor.spin()
-    except P.ParameterError as exc:
-        logger.fatal(str(exc))
-        code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
+        try:
+            node = LidarOpenVocabNode()
+            executor.add_node(node)
+            node.get_logger().info("ready")
+            executor.spin()
+        except P.ParameterError as exc:
+            logger.fatal(str(exc))
+            code = 2
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception as exc:
+            if rclpy.ok():  # not a Ctrl-C during start-up: the model or weights could not be loaded, ...
+                logger.fatal(f"cannot start: {type(exc).__name__}: {exc}")
+                code = 1
+    except KeyboardInterrupt:  # a second Ctrl-C (launch forwards one to the group that already got it)
         pass
-    except Exception as exc:
-        if rclpy.ok():  # not a Ctrl-C during start-up: the model or weights could not be loaded, ...
-            logger.fatal(f"cannot start: {type(exc).__name__}: {exc}")
-            code = 1
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    _shut_down(executor, node)
     return code
+
+
+def _shut_down(executor, node) -> None:
+    """Stop spinning, destroy the node, shut rclpy down, with further SIGINT / SIGTERM ignored.
+
+    ``ros2 launch`` on a terminal Ctrl-C delivers two SIGINTs (the terminal's to the process group
+    and launch's own). Without this the second one either raised KeyboardInterrupt in the middle of
+    clean-up or, arriving while the interpreter finalised (which puts SIGINT back to its default
+    action), killed the process: exit code -2. Ignored (``SIG_IGN``, which finalisation keeps) from
+    here on; clean-up takes well under a second, and launch's SIGKILL after its timeout still forces it.
+    """
+    import signal
+
+    def ignore() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+    for _ in range(3):  # a KeyboardInterrupt already pending before the handlers were swapped
+        try:
+            ignore()
+            executor.shutdown()
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+            ignore()  # rclpy's shutdown may put back the handlers it found at init
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 if __name__ == "__main__":

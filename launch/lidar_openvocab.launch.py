@@ -5,10 +5,15 @@
         params_file:=/path/to/my.param.yaml use_sim_time:=true
 
 Arguments: params_file, use_sim_time, lidar_topic (remaps the node's input/points), rviz,
-rviz_config, log_level. Uses only the public launch / launch_ros API.
+rviz_config, log_level. Uses only the public launch / launch_ros API (and ament_index_python,
+which launch_ros itself uses to find packages).
+
+``rviz:=true`` (the default) on a machine without rviz2 (a car's computer, a container) starts the
+node alone and says so, instead of failing after the node has started and leaving it running
+without launch. The node is required: when it exits, launch shuts everything down.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -55,14 +60,27 @@ def generate_launch_description():
         parameters=[params_file, {"use_sim_time": sim_time}],
         remappings=[("input/points", lidar_topic)],
         arguments=["--ros-args", "--log-level", log_level],
+        on_exit=Shutdown(reason="lidar_openvocab_node exited"),
     )
-    viewer = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        output="screen",
-        arguments=["-d", rviz_config],
-        parameters=[{"use_sim_time": sim_time}],
-        condition=IfCondition(rviz),
-    )
-    return LaunchDescription([*arguments, node, viewer])
+
+    def viewer(context):
+        """rviz2 when asked for and installed; a log line when asked for but missing."""
+        if not IfCondition(rviz).evaluate(context):
+            return []
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+        try:
+            get_package_prefix("rviz2")
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
+            return [LogInfo(msg="rviz2 is not installed: the node runs without it (pass rviz:=false to silence this)")]
+        return [Node(
+            package="rviz2",
+            executable="rviz2",
+            name="rviz2",
+            output="screen",
+            arguments=["-d", rviz_config],
+            parameters=[{"use_sim_time": sim_time}],
+            condition=IfCondition(rviz),
+        )]
+
+    return LaunchDescription([*arguments, node, OpaqueFunction(function=viewer)])

@@ -100,3 +100,76 @@ def test_random_clip_is_refused_at_start_up(tmp_path, node_model):
     fatal = [ln for ln in out.splitlines() if "cannot start" in ln]
     assert len(fatal) == 1 and "RANDOM weights" in fatal[0] and "clip.allow_random: true" in fatal[0], out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGTERM",)], ids=["double-sigint", "sigterm"])
+def test_signals_with_sweeps_in_flight_stop_cleanly(signals, tmp_path, node_model, ros_context):
+    """What ``ros2 launch`` does on a terminal Ctrl-C: the whole process group gets SIGINT and launch
+    forwards one more. With sweeps arriving, the node exits 0 with no traceback and no warning
+    about a publisher whose context is gone; SIGTERM likewise."""
+    import threading
+
+    import numpy as np
+
+    from clip2_core.datasets.synth.sweep import make_sweep
+    from clip2_ros.conversions import array_to_pointcloud2, seconds_to_stamp
+    from sensor_msgs.msg import PointCloud2
+
+    topic = f"/clip2_test/signals_{signals[-1].lower()}_{len(signals)}/points"
+    overrides = dict(node_model[0])
+    overrides.update({"cameras.enabled": False, "lidar.topic": topic})
+    scene = make_sweep(3)
+    msg = array_to_pointcloud2(scene.points, ("x", "y", "z", "intensity", "ring"), frame_id="lidar",
+                               dtypes={"ring": np.uint16})
+    pub_node = rclpy_node(ros_context, "clip2_signals_publisher")
+    pub = pub_node.create_publisher(PointCloud2, topic, 5)
+    stop = threading.Event()
+
+    def flood():
+        t = 100.0
+        while not stop.is_set():
+            t += 0.05
+            msg.header.stamp = seconds_to_stamp(t)
+            pub.publish(msg)
+            stop.wait(0.05)
+
+    proc = _start(_write_params(tmp_path / "sig.yaml", overrides))
+    lines = []
+    th = threading.Thread(target=flood, daemon=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "]: ready" in line:
+                break
+        assert "]: ready" in lines[-1], "".join(lines)
+        th.start()
+        t_end = time.monotonic() + 30
+        while pub.get_subscription_count() == 0 and time.monotonic() < t_end:
+            time.sleep(0.05)
+        time.sleep(1.5)  # frames being processed
+        for i, name in enumerate(signals):
+            if i:
+                time.sleep(0.02)
+            proc.send_signal(getattr(signal, name))
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        stop.set()
+        if th.is_alive():
+            th.join(timeout=5)
+        if proc.poll() is None:
+            proc.kill()
+        pub_node.destroy_node()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "context is invalid" not in out and "callback_error" not in out and "frame skipped" not in out, out
+
+
+def rclpy_node(context, name):
+    import rclpy
+
+    return rclpy.create_node(name, context=context)
