@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -117,15 +118,21 @@ class Pipeline:
     """
 
     def __init__(self, config: PipelineConfig, clip=None, embedder=None):
-        from clip2_core.runtime.embedders import create_embedder
+        from clip2_core.runtime.embedders import open_embedder
 
         config.validate()
         self.config = config
         self.segmenter = Segmenter(config.segmentation)
-        source = config.model.onnx or config.model.checkpoint
-        self.embedder = embedder or create_embedder(source, backend=config.model.backend, num_threads=config.model.num_threads)
+        self.fallbacks: List[str] = []  # what failed to load and what is used instead (open_embedder)
+        if embedder is None:
+            embedder, self.fallbacks = open_embedder(config.model.onnx, config.model.checkpoint, config.model.backend,
+                                                     config.model.num_threads)
+        self.embedder = embedder
         log.info("point encoder %s on %s", getattr(self.embedder.config, "name", "?"), self.embedder.name)
-        trained = trained_metadata(config.model.checkpoint, config.model.onnx)
+        onnx = config.model.onnx
+        if self.fallbacks and onnx and Path(getattr(self.embedder, "onnx_path", "") or "") != Path(onnx):
+            onnx = None  # the ONNX file is what failed: the training metadata comes from the checkpoint
+        trained = trained_metadata(config.model.checkpoint, onnx)
         self.recognizer = Recognizer(config.recognition(), self.embedder, trained=trained, clip=clip)
 
     @property

@@ -191,7 +191,7 @@ def detections_to_dict(
     if cameras is not None:
         doc["cameras"] = {k: float(v) for k, v in cameras.items()}
     if identity is not None:
-        doc.update({k: identity[k] for k in ("clip", "random_clip", "encoder", "backend") if k in identity})
+        doc.update({k: identity[k] for k in ("clip", "random_clip", "encoder", "backend", "encoder_fallback") if k in identity})
         if identity.get("random_clip"):
             doc["warning"] = "CLIP weights are RANDOM: these labels are not zero-shot results"
     return doc

@@ -289,3 +289,48 @@ def create_embedder(source: Union[str, Path], backend: str = "auto", device: Opt
     if chosen == "onnxruntime":
         return OrtEmbedder(onnx_path, device or "cpu", num_threads=num_threads)
     return TensorRTEmbedder(onnx_path, fp16=fp16)
+
+
+FALLBACK_ORDER = ("tensorrt", "onnxruntime", "torch")
+
+
+def open_embedder(onnx: Optional[Union[str, Path]], checkpoint: Optional[Union[str, Path]], backend: str = "auto",
+                  num_threads: Optional[int] = None) -> "tuple[Embedder, List[str]]":
+    """The configured encoder, falling back where a file or runtime is broken; ``(embedder, notes)``.
+
+    Tried in order: the ONNX file (when given) on the chosen backend and then on each later one of
+    TensorRT -> ONNX Runtime; then the checkpoint (when given) the same way, down to PyTorch. A
+    truncated ONNX beside a good checkpoint, or an engine TensorRT cannot load, therefore costs
+    speed, not the node. ``notes`` says what failed and what is used instead (empty when the first
+    choice worked); when nothing loads the error names every file and why.
+    """
+    chosen = choose_backend(backend, source_is_onnx=onnx is not None and checkpoint is None)
+    chain = list(FALLBACK_ORDER[FALLBACK_ORDER.index(chosen):])
+    attempts = []
+    for src in (s for s in (onnx, checkpoint) if s):
+        for b in chain:
+            if b == "torch" and Path(src).suffix == ".onnx":
+                continue
+            if b == "tensorrt" and b != chosen and not tensorrt_available():
+                continue
+            if b == "onnxruntime" and b != chosen and not onnxruntime_available():
+                continue
+            attempts.append((Path(src), b))
+    errors: List[str] = []
+    first_exc: Optional[BaseException] = None
+    for src, b in attempts:
+        try:
+            emb = create_embedder(src, backend=b, num_threads=num_threads)
+        except Exception as exc:  # noqa: BLE001 - any failure of one file/runtime moves on to the next
+            first_exc = first_exc or exc
+            errors.append(f"{b} on {src}: {type(exc).__name__}: {exc}")
+            log.warning("encoder: %s failed (%s: %s)", f"{b} on {src}", type(exc).__name__, exc)
+            continue
+        notes = []
+        if errors:
+            notes = [f"encoder fallback: using {b} on {src} because " + "; ".join(errors)]
+            log.warning(notes[0])
+        return emb, notes
+    if len(errors) == 1 and first_exc is not None:
+        raise first_exc
+    raise RuntimeError("no encoder could be loaded: " + "; ".join(errors)) from first_exc

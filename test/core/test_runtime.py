@@ -333,3 +333,56 @@ def test_onnx_export_carries_vocabulary_and_training_templates(tmp_path):
     meta = read_onnx_metadata(out)
     assert meta["vocabulary"] == ["car", "background"] and meta["extra"]["templates"] == ["a {} on the road."]
     assert trained_metadata(onnx=str(out))["extra"]["templates"] == ["a {} on the road."]
+
+
+def test_a_broken_onnx_beside_a_good_checkpoint_falls_back(tiny_encoder_checkpoint, tmp_path):
+    """model.onnx truncated (a copy cut short), model.checkpoint fine: the encoder still loads, from
+    the checkpoint, and the notes say what failed; with nothing to fall back to, the error names every file."""
+    import shutil
+
+    from clip2_core.runtime.embedders import open_embedder
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_encoder_checkpoint, ckpt)
+    model, loaded = load_encoder(ckpt)
+    good = export_onnx(model, loaded.model_config, tmp_path / "enc.onnx")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    x = random_batch(3, loaded.model_config)
+
+    emb, notes = open_embedder(good, ckpt, "auto")
+    assert notes == [] and Path(emb.onnx_path) == good
+
+    emb, notes = open_embedder(cut, ckpt, "auto")
+    assert emb.name == "onnxruntime" and Path(emb.onnx_path).parent == ckpt  # exported from the checkpoint
+    assert len(notes) == 1 and str(cut) in notes[0] and "fallback" in notes[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(emb.embed(x), model(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+    with pytest.raises(Exception, match=str(cut)):  # no checkpoint: one clear error naming the file
+        open_embedder(cut, None, "auto")
+    (ckpt / WEIGHTS_NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(RuntimeError, match="no encoder could be loaded") as err:
+        open_embedder(cut, ckpt, "auto")
+    assert str(cut) in str(err.value) and str(ckpt) in str(err.value)
+
+
+def test_pipeline_reports_the_fallback(tiny_encoder_checkpoint, tiny_clip_files, tmp_path):
+    import shutil
+
+    from clip2_core.pipeline import Pipeline, PipelineConfig
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_encoder_checkpoint, ckpt)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(b"\x08\x07garbage")
+    cfg = PipelineConfig.from_dict({
+        "model": {"checkpoint": str(ckpt), "onnx": str(cut)},
+        "clip": {"model": tiny_clip_files.name, "weights": str(tiny_clip_files.weights_file),
+                 "model_config_file": str(tiny_clip_files.config_file), "allow_random": True,
+                 "allow_mismatch": True},  # the tiny checkpoint names a made-up CLIP
+        "vocabulary": ["car", "pedestrian"],
+    })
+    pipe = Pipeline(cfg)
+    assert pipe.fallbacks and str(cut) in pipe.fallbacks[0]
+    assert pipe.recognizer.trained.get("vocabulary") == ["car", "pedestrian"]  # metadata from the checkpoint
