@@ -100,8 +100,10 @@ def test_resolve_templates_order():
     assert resolve_templates(["a {}."], ["b {}."]) == ("a {}.",)
     assert resolve_templates(None, ["b {}."]) == ("b {}.",)
     assert resolve_templates([], None) == tuple(DEFAULT_TEMPLATES)
-    with pytest.raises(ValueError, match="need '\\{\\}'"):
+    with pytest.raises(ValueError, match="has no '\\{\\}'"):
         resolve_templates(["no placeholder"], None)
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_templates(["{} and {}"], None)
 
 
 def test_random_clip_is_refused_unless_allowed(tiny_clip_files):
