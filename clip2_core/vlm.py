@@ -65,6 +65,10 @@ class WeightsUnavailableError(RuntimeError):
     """The requested CLIP weights are not on this machine (and downloading is not allowed)."""
 
 
+class WeightsUnreadableError(ValueError):
+    """A CLIP weights file that exists but cannot be loaded (truncated, corrupt, another model's)."""
+
+
 RANDOM_INIT_METADATA_KEY = "clip2.random_init"  # safetensors metadata flag on files holding random weights
 # open_clip's initial logit_scale values (CLIP: ln(1/0.07); SigLIP: ln(10)); a trained model has moved away from them
 _INITIAL_LOGIT_SCALES = (float(np.log(1 / 0.07)), float(np.log(10.0)))
@@ -275,9 +279,17 @@ class FrozenCLIP:
             kwargs["force_preprocess_cfg"] = r.force_preprocess_cfg
         with torch.random.fork_rng(devices=[]):  # seeded random init without touching the global RNG
             torch.manual_seed(config.seed)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                r.model_name, pretrained=r.pretrained, device=config.device, cache_dir=config.cache_dir, **kwargs
-            )
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    r.model_name, pretrained=r.pretrained, device=config.device, cache_dir=config.cache_dir, **kwargs
+                )
+            except Exception as exc:  # safetensors / torch errors on a cut or foreign file never say which file
+                if r.pretrained is None or not Path(r.pretrained).is_file():
+                    raise
+                raise WeightsUnreadableError(
+                    f"CLIP weights {r.pretrained} cannot be loaded into {r.model_name} "
+                    f"({type(exc).__name__}: {exc}); the file is truncated, corrupt or of another model"
+                ) from exc
         model.eval().requires_grad_(False)
         self.model = model
         self.preprocess = preprocess

@@ -106,6 +106,18 @@ def test_resolve_templates_order():
         resolve_templates(["{} and {}"], None)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_a_broken_clip_weights_file_is_an_error_naming_it(damage, tiny_clip_files, tmp_path):
+    from clip2_core.vlm import WeightsUnreadableError
+
+    c = tiny_clip_files
+    raw = c.weights_file.read_bytes()
+    bad = tmp_path / f"{damage}.safetensors"
+    bad.write_bytes({"truncated": raw[: len(raw) // 3], "empty": b"", "garbage": b"\xff" * 64}[damage])
+    with pytest.raises(WeightsUnreadableError, match=str(bad)):
+        FrozenCLIP(VLMConfig(model=c.name, pretrained=str(bad), model_config_file=str(c.config_file)))
+
+
 def test_random_clip_is_refused_unless_allowed(tiny_clip_files):
     c = tiny_clip_files
     # weights saved to a file are still random: they are flagged, and their logit_scale is untrained
