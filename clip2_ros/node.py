@@ -68,6 +68,7 @@ from visualization_msgs.msg import MarkerArray
 
 from clip2_core.frames import frame_from_arrays, keep_range_for, pick_nearest_stamp
 from clip2_core.geometry import invert_transform
+from clip2_core.sysmem import trim_heap
 from clip2_core.types import CameraView, Frame
 
 from clip2_ros import params as P
@@ -102,6 +103,14 @@ def build_pipeline(pipeline_params: Dict[str, Any]):
     from clip2_core.pipeline import Pipeline, PipelineConfig
 
     return Pipeline(PipelineConfig.from_dict(pipeline_params))
+
+
+LARGE_VOCABULARY_PROMPTS = 2000  # a text-bank rebuild with this many prompts or more is announced on the log
+
+
+def _short(labels: List[str], n: int = 20) -> str:
+    """A label list for a log line: all of a short one, the first ``n`` and a count of a long one."""
+    return str(labels) if len(labels) <= n else f"{labels[:n]} ... ({len(labels)} labels)"
 
 
 def keep_range_of(params: P.NodeParams) -> float:
@@ -336,14 +345,21 @@ class LidarOpenVocabNode(Node):
             req = reqs[-1]
             vocab, templates = req
             t0 = time.perf_counter()
+            n_prompts = len(vocab) * max(1, len(templates or ()))
+            if n_prompts >= LARGE_VOCABULARY_PROMPTS:  # tens of seconds on a CPU: say so, frames keep flowing
+                self.get_logger().info(
+                    f"building the text bank for {len(vocab)} labels x {len(templates or ())} templates "
+                    f"({n_prompts} prompts); frames use the previous vocabulary until it is ready")
             try:
                 self.pipeline.set_vocabulary(vocab, templates)
             except Exception as exc:  # keep the old text bank, keep running
-                self.get_logger().error(f"vocabulary update to {vocab} failed, keeping the previous one: {exc}")
+                self.get_logger().error(f"vocabulary update to {_short(vocab)} failed, keeping the previous one: {exc}")
                 continue
+            finally:
+                trim_heap()  # the build's temporary memory goes back to the system, not to this thread's arena
             self._count("vocabulary_updates")
             self.get_logger().info(
-                f"vocabulary updated in {(time.perf_counter() - t0) * 1e3:.0f} ms: {list(self.pipeline.vocabulary)}"
+                f"vocabulary updated in {(time.perf_counter() - t0) * 1e3:.0f} ms: {_short(list(self.pipeline.vocabulary))}"
             )
 
     # ------------------------------------------------------------------------------------------
