@@ -14,7 +14,7 @@ OUT    ?= outputs
 export HF_HUB_OFFLINE := 1
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
-.PHONY: setup test demo bench bench-setup clean
+.PHONY: setup test fuzz demo bench bench-setup clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): $(REQS) setup.py
 
 test: setup
 	$(PY) -m pytest -q -p no:dash --timeout=600
+
+# the message fuzzers with 20,000 random examples per property (the suite runs a fixed few hundred)
+fuzz: setup
+	CLIP2_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -p no:dash --timeout=3600 -W ignore test/ros/test_fuzz_conversions.py
 
 demo: setup
 	$(PY) -m clip2_core demo --out $(OUT)/demo
