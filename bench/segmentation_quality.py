@@ -57,7 +57,7 @@ def main() -> None:
     sets = {}
     kitti = sample_frame_dir("kitti_000008")
     gt = json.loads((kitti / "gt.json").read_text())["boxes_3d"]
-    sets["kitti_000008"] = [{"points": np.load(kitti / "points.npy"),
+    sets["kitti_000008"] = [{"points": np.load(kitti / "points.npy", allow_pickle=False),
                              "gt_boxes": np.array([g["center"] + g["size_lwh"] + [g["yaw"]] for g in gt]),
                              "gt_labels": [g["class_name"] for g in gt]}]
     if args.sweeps:

@@ -108,5 +108,5 @@ def run_clustering_bench(kitti_dir: Optional[Path], repeats: int = 7, seed: int 
     cfg = SegmentationConfig()
     rows = bench_sweep(f"synthetic-32beam-seed{seed}", make_sweep(seed).points, cfg, repeats)
     if kitti_dir is not None and (Path(kitti_dir) / "points.npy").is_file():
-        rows += bench_sweep("kitti_000008", np.load(Path(kitti_dir) / "points.npy"), cfg, repeats)
+        rows += bench_sweep("kitti_000008", np.load(Path(kitti_dir) / "points.npy", allow_pickle=False), cfg, repeats)
     return rows

@@ -61,7 +61,7 @@ def clustering_part(out: Path, seed: int) -> Dict[str, Any]:
     seg = Segmenter()
     sample = sample_frame_dir("kitti_000008")  # package data: works from an installed package
     gt = json.loads((sample / "gt.json").read_text())["boxes_3d"]
-    sweeps = [("kitti_000008", np.load(sample / "points.npy"),
+    sweeps = [("kitti_000008", np.load(sample / "points.npy", allow_pickle=False),
                np.array([g["center"] + g["size_lwh"] + [g["yaw"]] for g in gt]), None)]
     scene = make_sweep(seed)
     seen = points_in_boxes(scene.points, scene.boxes).sum(axis=0) >= 20

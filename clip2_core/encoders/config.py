@@ -30,6 +30,24 @@ def _check_keys(cls: type, d: Dict[str, Any], what: str) -> None:
         raise ValueError(f"unknown {what} keys: {sorted(unknown)}")
 
 
+MAX_WIDTH = 16384  # any layer width, embed_dim included (CLIP's largest embeddings are 1024-1280)
+MAX_POINTS = 65536  # points per cluster / centroids per level
+MAX_NEIGHBORS = 4096
+MAX_GRID = 4096  # voxels per axis
+MAX_PARAMETERS = 500_000_000  # ~2 GB of fp32 weights: larger is a corrupt or hostile config, not a model
+
+
+def _bounded(what: str, value: Any, hi: int, lo: int = 1) -> int:
+    """``int(value)`` when ``lo <= value <= hi``, else a ValueError naming ``what`` (no huge allocation later)."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{what} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
 @dataclass
 class SetAbstractionConfig:
     """One PointNet++ set-abstraction level: sample, group, shared MLP, max-pool."""
@@ -39,9 +57,11 @@ class SetAbstractionConfig:
     mlp: List[int]  # output widths of the shared per-point MLP layers
 
     def __post_init__(self) -> None:
-        if self.num_centroids < 1 or self.num_neighbors < 1 or not self.mlp or min(self.mlp) < 1:
+        if not self.mlp:
             raise ValueError(f"invalid set-abstraction config {self}")
-        self.mlp = [int(c) for c in self.mlp]
+        self.num_centroids = _bounded("set_abstraction num_centroids", self.num_centroids, MAX_POINTS)
+        self.num_neighbors = _bounded("set_abstraction num_neighbors", self.num_neighbors, MAX_NEIGHBORS)
+        self.mlp = [_bounded("set_abstraction mlp width", c, MAX_WIDTH) for c in self.mlp]
 
 
 @dataclass
@@ -59,6 +79,8 @@ class PointNet2Config:
         ]
         if not self.set_abstraction or not self.global_mlp:
             raise ValueError("pointnet2 needs at least one set-abstraction level and a global MLP")
+        self.global_mlp = [_bounded("global_mlp width", c, MAX_WIDTH) for c in self.global_mlp]
+        self.head_hidden = _bounded("head_hidden", self.head_hidden, MAX_WIDTH)
         if self.sampling not in ("fps", "stride"):
             raise ValueError(f"sampling must be 'fps' or 'stride', got {self.sampling!r}")
         for a, b in zip(self.set_abstraction, self.set_abstraction[1:]):
@@ -76,8 +98,11 @@ class SparseVoxelConfig:
     head_hidden: int = 512
 
     def __post_init__(self) -> None:
-        if not self.voxel_size > 0 or self.grid_size < 2 or not self.channels:
+        if not self.voxel_size > 0 or not self.channels:
             raise ValueError(f"invalid sparse-voxel config {self}")
+        self.grid_size = _bounded("grid_size", self.grid_size, MAX_GRID, lo=2)
+        self.channels = [_bounded("sparse-voxel channel width", c, MAX_WIDTH) for c in self.channels]
+        self.head_hidden = _bounded("head_hidden", self.head_hidden, MAX_WIDTH)
 
 
 _BACKBONES = {"pointnet2": PointNet2Config, "sparse_voxel": SparseVoxelConfig}
@@ -97,9 +122,7 @@ class PointEncoderConfig:
     def __post_init__(self) -> None:
         if self.arch not in _BACKBONES:
             raise ValueError(f"unknown arch {self.arch!r}; known: {sorted(_BACKBONES)}")
-        if int(self.embed_dim) < 1:
-            raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
-        self.embed_dim = int(self.embed_dim)
+        self.embed_dim = _bounded("embed_dim", self.embed_dim, MAX_WIDTH)
         if isinstance(self.normalization, dict):
             self.normalization = NormalizationConfig.from_dict(self.normalization)
         cls = _BACKBONES[self.arch]
@@ -119,6 +142,27 @@ class PointEncoderConfig:
                     f"{self.name}: first level needs {first.num_centroids} centroids / {first.num_neighbors} "
                     f"neighbours but the input has only num_points={self.normalization.num_points}"
                 )
+
+        n = self.approx_parameters()
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"{self.name}: the configured layers hold ~{n:,} weights (more than {MAX_PARAMETERS:,}); "
+                             "a corrupt or hostile model config")
+
+    def approx_parameters(self) -> int:
+        """Weights of the layers this config describes, roughly (linear / conv kernels only)."""
+        b = self.backbone
+        if isinstance(b, PointNet2Config):
+            n, width = 0, self.in_channels
+            for sa in b.set_abstraction:
+                chain = [width + 3, *sa.mlp]
+                n += sum(x * y for x, y in zip(chain, chain[1:]))
+                width = sa.mlp[-1]
+            chain = [width, *b.global_mlp, b.head_hidden, self.embed_dim]
+        else:
+            chain = [self.in_channels, *b.channels]
+            n = 27 * sum(x * y for x, y in zip(chain, chain[1:]))
+            chain = [b.channels[-1], b.head_hidden, self.embed_dim]
+        return n + sum(x * y for x, y in zip(chain, chain[1:]))
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -52,8 +52,8 @@ class NormalizationConfig:
     intensity_max: Optional[float] = 255.0  # intensity divisor; None -> intensity channel is zero
 
     def __post_init__(self) -> None:
-        if int(self.num_points) < 1:
-            raise ValueError(f"num_points must be >= 1, got {self.num_points}")
+        if not 1 <= int(self.num_points) <= 65536:
+            raise ValueError(f"num_points must be in [1, 65536], got {self.num_points}")
         self.num_points = int(self.num_points)
         if self.center not in _CENTERS:
             raise ValueError(f"center must be one of {_CENTERS}, got {self.center!r}")

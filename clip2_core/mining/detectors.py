@@ -198,7 +198,7 @@ class OwlDetector:
         try:
             cfg = AutoConfig.from_pretrained(str(model), **kwargs)
             cls = Owlv2ForObjectDetection if cfg.model_type == "owlv2" else OwlViTForObjectDetection
-            return cls.from_pretrained(str(model), **kwargs)
+            return cls.from_pretrained(str(model), use_safetensors=True, **kwargs)  # never a pickled .bin
         except OSError as exc:
             raise FileNotFoundError(
                 f"OWL detector weights {model!r} not found locally. Pass a folder saved with save_pretrained "

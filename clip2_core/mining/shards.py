@@ -173,6 +173,17 @@ def write_index(out_dir: str | Path) -> dict:
     return index
 
 
+MAX_MEMBER_BYTES = 64 << 20  # one record file; a proxy's points are ~10 KB, its image crop ~50 KB
+
+
+def _safe_member_name(name: str) -> bool:
+    """A shard member is ``<key>.<ext>`` with no folder part: nothing ``..``, absolute or nested.
+
+    Members are read into memory, never extracted, so a hostile name cannot write anywhere; it is
+    still refused, so that no record key can carry a path into anything built from it."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and "\x00" not in name
+
+
 @dataclass
 class ShardStats:
     read: int = 0
@@ -190,7 +201,15 @@ def iter_proxies(shard_paths, stats: Optional[ShardStats] = None, load_jpeg: boo
                 group: Dict[str, Dict[str, bytes]] = {}
                 order: List[str] = []
                 for member in tar:
-                    if not member.isfile():
+                    if not member.isfile():  # links, devices, folders: never followed
+                        continue
+                    if not _safe_member_name(member.name):
+                        log.warning("skipping member %r of %s: not a plain record name", member.name, path)
+                        stats.corrupt_records += 1
+                        continue
+                    if member.size > MAX_MEMBER_BYTES:
+                        log.warning("skipping member %r of %s: %d bytes", member.name, path, member.size)
+                        stats.corrupt_records += 1
                         continue
                     key, _, ext = member.name.partition(".")
                     f = tar.extractfile(member)
