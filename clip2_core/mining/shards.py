@@ -80,8 +80,8 @@ class ShardWriter:
         self._count = 0
         self._samples: List[str] = []
         self._labels: Dict[str, int] = {}
+        self.cleanup_partial()  # first: a removed leftover's number is free again
         self._next = self._first_free_number()
-        self.cleanup_partial()
 
     def _first_free_number(self) -> int:
         used = [int(p.name.split("-")[2][:5]) for p in self.out_dir.glob(f"shard-r{self.rank:02d}-*.tar*")]
@@ -256,5 +256,9 @@ def shard_paths(out_dir: str | Path) -> List[Path]:
     out_dir = Path(out_dir)
     index = out_dir / "index.json"
     if index.is_file():
-        return [out_dir / s["name"] for s in json.loads(index.read_text())["shards"]]
+        names = [str(s["name"]) for s in json.loads(index.read_text())["shards"]]
+        bad = [n for n in names if not _safe_member_name(n) or not n.endswith(".tar")]
+        if bad:  # an index naming files elsewhere (../, absolute): refused, not followed
+            raise ValueError(f"{index} names shards outside its folder or not .tar files: {bad[:3]}")
+        return [out_dir / n for n in names]
     return [side.with_suffix(".tar") for side in sorted(out_dir.glob("shard-*.json")) if side.with_suffix(".tar").is_file()]

@@ -184,3 +184,14 @@ def test_a_checkpoint_with_absurd_sizes_is_a_clear_error(edit, match, tiny_encod
     with pytest.raises(ValueError, match=match) as err:  # from the config check, before any layer is built
         load_checkpoint(d)
     assert str(d / CONFIG_NAME) in str(err.value)
+
+
+def test_a_shard_index_naming_files_elsewhere_is_refused(tmp_path):
+    from clip2_core.mining.shards import shard_paths
+
+    for name in ("../other/shard-r00-00000.tar", "/etc/passwd", "shard.json"):
+        (tmp_path / "index.json").write_text(json.dumps({"shards": [{"name": name, "count": 1}]}))
+        with pytest.raises(ValueError, match="outside its folder"):
+            shard_paths(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"shards": [{"name": "shard-r00-00000.tar", "count": 1}]}))
+    assert shard_paths(tmp_path) == [tmp_path / "shard-r00-00000.tar"]

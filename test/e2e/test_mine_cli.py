@@ -114,6 +114,35 @@ def test_kill_and_resume_gives_the_same_proxies(world, mined, tiny_clip_files, t
     _same_proxies(_fingerprint(out), _fingerprint(mined[0]))
 
 
+def test_two_kills_one_inside_a_shard_write_lose_and_duplicate_nothing(world, mined, tiny_clip_files, tmp_path):
+    """Killed after the first shard, resumed and killed again while the next shard's tar is being
+    written; then, as if a third kill had landed between a tar's rename and its sidecar, a tar without
+    sidecar is planted. The final resume gives exactly the uninterrupted run's proxies."""
+    out = tmp_path / "twice"
+
+    def run_until(pred):
+        proc = _mine(world, out, tiny_clip_files, "--shard-size", "40", *(("--resume",) if out.exists() else ()),
+                     wait=False)
+        deadline = time.time() + 300
+        while time.time() < deadline and not pred():
+            time.sleep(0.01)
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    run_until(lambda: len(list(out.glob("shard-*.json"))) >= 1)
+    n_done = len(list(out.glob("shard-*.json")))
+    run_until(lambda: len(list(out.glob("shard-*.json"))) > n_done
+              and any(p.stat().st_size > 0 for p in out.glob("shard-*.tar.tmp")))
+    tars = sorted(out.glob("shard-*.tar"))
+    orphan = tars[-1].with_name("shard-r00-00099.tar")  # a finished tar whose sidecar was never written
+    orphan.write_bytes(tars[-1].read_bytes())
+    r = _mine(world, out, tiny_clip_files, "--shard-size", "40", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not orphan.exists() and not list(out.glob("*.tmp"))
+    _same_proxies(_fingerprint(out), _fingerprint(mined[0]))
+
+
 def test_refuses_to_mix_runs_without_resume(world, mined, tiny_clip_files):
     out = mined[0]
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
