@@ -169,6 +169,35 @@ def test_single_process_and_resume(tiny_clip_files, proxies, single_run, tmp_pat
     assert drop_rate(_scalars(tmp_path / "one")) == drop_rate(_scalars(single_run))
 
 
+def test_sigkill_mid_run_and_resume_gives_the_same_weights(tiny_clip_files, proxies, single_run, tmp_path):
+    """SIGKILL (no clean-up at all) between checkpoints, then --resume: bit-identical final weights."""
+    import signal
+    import time
+
+    from safetensors.numpy import load_file
+
+    train, val = proxies
+    out = tmp_path / "killed"
+    args = [*_args(tiny_clip_files, train, val, out, 16), "--set", "checkpoint.every=1"]
+    proc = subprocess.Popen([sys.executable, TRAIN_PY, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=_env())
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "step-0000002" / "train_state.json").is_file():
+        time.sleep(0.005)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "step-0000006").exists(), "the run finished before the kill"
+    r = subprocess.run([sys.executable, TRAIN_PY, *args, "--resume"], capture_output=True, text=True, timeout=600,
+                       env=_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr
+    got = load_file(str(out / "step-0000006" / "model.safetensors"))
+    want = load_file(str(single_run / "step-0000006" / "model.safetensors"))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
 def test_bad_config_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, TRAIN_PY, "--config", str(ROOT / "training" / "configs" / "synthetic_smoke.yaml"),
                         "--set", "optim.stepz=3"], capture_output=True, text=True, timeout=120)
