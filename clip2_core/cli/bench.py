@@ -26,12 +26,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--kitti", type=Path, default=None, help="folder with a KITTI points.npy (default: the shipped sample frame)")
     c.add_argument("--seed", type=int, default=0, help="seed of the synthetic sweep")
     c.set_defaults(func=run_clustering)
+    n = bsub.add_parser(
+        "node", help="the node process at sensor rate through DDS: latency, drops, CPU, RSS per minute (--soak)",
+        description="Starts lidar_openvocab_node as its own process and publishes nuScenes-sized synthetic sweeps "
+                    "to it at --rate Hz from this one (see clip2_ros/soak.py); --soak 600 is the 10-minute soak.",
+    )
+    n.add_argument("--seconds", type=float, default=60.0, help="how long to publish (default 60)")
+    n.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="a soak of this length (e.g. 600)")
+    n.add_argument("--rate", type=float, default=20.0, help="sweeps per second (default 20, the nuScenes LiDAR)")
+    n.add_argument("--sweeps", type=int, default=20, help="distinct synthetic sweeps, published in turn")
+    n.add_argument("--encoder", default="pointnet2-s-v1", help="bundled encoder config, random weights")
+    n.add_argument("--checkpoint", default=None, help="a trained clip2 checkpoint instead (its CLIP must be available)")
+    n.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="a node parameter (repeatable), e.g. --set model.backend=torch")
+    n.add_argument("--outputs", choices=["json", "all"], default="json",
+                   help="outputs subscribed here: the JSON document only, or also markers + labelled cloud (as rviz)")
+    n.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a private random one)")
+    n.add_argument("--json", type=Path, default=None, help="write the report (with the per-minute rows) here")
+    n.add_argument("--no-progress", action="store_true")
+    n.set_defaults(func=run_node)
     try:  # issue 4's encoder benchmark registers itself when present
         from clip2_core.cli.bench_encoder import add_encoder_bench
     except ImportError:
         pass
     else:
         add_encoder_bench(bsub)
+
+
+def run_node(args: argparse.Namespace) -> int:
+    from clip2_ros.soak import run  # needs rclpy: imported only for this command
+
+    return run(args)
 
 
 def run_clustering(args: argparse.Namespace) -> int:
