@@ -27,7 +27,7 @@ $(STAMP): $(REQS) setup.py
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q -p no:dash --timeout=600
+	$(PY) -m pytest -q -p no:dash --timeout=600 --durations=25
 
 # the message fuzzers with 20,000 random examples per property (the suite runs a fixed few hundred)
 fuzz: setup

@@ -316,6 +316,8 @@ def open_embedder(onnx: Optional[Union[str, Path]], checkpoint: Optional[Union[s
             if b == "onnxruntime" and b != chosen and not onnxruntime_available():
                 continue
             attempts.append((Path(src), b))
+    if not attempts:  # e.g. backend torch with only an .onnx file: create_embedder's own clear error
+        return create_embedder(onnx or checkpoint, backend=backend, num_threads=num_threads), []
     errors: List[str] = []
     first_exc: Optional[BaseException] = None
     for src, b in attempts:
