@@ -20,7 +20,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Union
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256", "replace_durably"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256", "is_plain_name",
+           "replace_durably"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -121,3 +122,10 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` (from a dataset table, an archive, an index file) is safe as one file or folder
+    name inside an output folder: not empty, no path separator, no NUL, not hidden, ``.`` or ``..``."""
+    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and "\x00" not in name
+            and not name.startswith("."))

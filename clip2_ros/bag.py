@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from clip2_core.datasets.nuscenes import CAMERA_CHANNELS, pose_matrix
+from clip2_core.fileio import is_plain_name
 from clip2_core.geometry import invert_transform, yaw_to_quaternion
 
 log = logging.getLogger("clip2.bag")
@@ -269,6 +270,8 @@ def _precheck(path: Path, kind: str) -> Optional[str]:
 def plan_scene(source: NuScenesSource, scene_name: str, sweeps: str = "all",
                cameras: Optional[Sequence[str]] = None) -> ScenePlan:
     """The messages of one scene's bag, in time order, with missing / malformed files set aside."""
+    if not is_plain_name(scene_name):  # it names the scene's bag folder: never a path out of --out
+        raise ValueError(f"scene name {scene_name!r} cannot name a folder (a path separator, or hidden)")
     samples = source.samples(scene_name)
     if not samples:
         raise ValueError(f"scene {scene_name!r} has no samples")

@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Set
 
 import numpy as np
 
-from clip2_core.fileio import atomic_write_json, replace_durably
+from clip2_core.fileio import atomic_write_json, is_plain_name, replace_durably
 from clip2_core.types import Proxy
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _safe_member_name(name: str) -> bool:
 
     Members are read into memory, never extracted, so a hostile name cannot write anywhere; it is
     still refused, so that no record key can carry a path into anything built from it."""
-    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and "\x00" not in name
+    return is_plain_name(name)
 
 
 @dataclass

@@ -465,6 +465,15 @@ def test_one_line_errors(world, tmp_path, capsys):
     for t in ("scene", "sample"):
         shutil.copy(world / VERSION / f"{t}.json", broken / VERSION)
     cases.append((["--dataroot", str(broken), "--all"], "lacks nuScenes table(s)"))
+    hostile = tmp_path / "hostile"  # a dataset whose scene name would put its bag outside --out
+    shutil.copytree(world / VERSION, hostile / VERSION)
+    for entry in world.iterdir():
+        if entry.name != VERSION:
+            (hostile / entry.name).symlink_to(entry)
+    scenes = json.loads((hostile / VERSION / "scene.json").read_text())
+    scenes[0]["name"] = "../escape"
+    (hostile / VERSION / "scene.json").write_text(json.dumps(scenes))
+    cases.append((["--dataroot", str(hostile), "--all"], "cannot name a folder"))
     for extra, needle in cases:
         assert _main(base + extra) == 2
         err = capsys.readouterr().err.strip()
