@@ -570,10 +570,14 @@ class LidarOpenVocabNode(Node):
             self.publish_stats()
         except Exception:  # context already shut down
             pass
-        self._vocab_requests.put(None)
-        if self._vocab_thread.is_alive():
-            self._vocab_thread.join(timeout=5.0)
-        self._decoder.shutdown(wait=True)
+        # a node whose __init__ failed (no model) is still destroyed by rclpy's shutdown: only what exists
+        if getattr(self, "_vocab_requests", None) is not None:
+            self._vocab_requests.put(None)
+        thread = getattr(self, "_vocab_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=5.0)
+        if getattr(self, "_decoder", None) is not None:
+            self._decoder.shutdown(wait=True)
         super().destroy_node()
 
 

@@ -175,12 +175,36 @@ def _detections(doc):
 
 
 @pytest.fixture(scope="module")
-def fuzzed(ros_context, node_model):
-    from rclpy.executors import MultiThreadedExecutor
+def fuzzed(node_model, tmp_path_factory):
+    """The whole run in a fresh interpreter (this file run as a script): in the test session's
+    process the run shares the GIL with whatever earlier modules left running."""
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("node_fuzz")
+    (work / "params.json").write_text(json.dumps(node_model[0]))
+    r = subprocess.run([sys.executable, __file__, str(work / "params.json"), str(work / "result.json")],
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads((work / "result.json").read_text())
+    res["sent"], res["kinds"] = Counter(res["sent"]), Counter({int(k): v for k, v in res["kinds"].items()})
+    return res
+
+
+def run_fuzz(model_params: dict) -> dict:
+    """Start the node in this process, send everything, return what happened (JSON-able)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from clip2_ros.dds import apply_large_data_profile
+
+    apply_large_data_profile()
+    ros_context = rclpy.Context()
+    rclpy.init(context=ros_context)
 
     from clip2_ros.node import LidarOpenVocabNode
 
-    model_params, _ = node_model
     overrides = [
         Parameter("lidar.topic", value=LIDAR), Parameter("cameras.enabled", value=True),
         Parameter("cameras.names", value=["CAM"]), Parameter("cameras.CAM.image_topic", value=IMAGE),
@@ -192,7 +216,7 @@ def fuzzed(ros_context, node_model):
     ]
     node = LidarOpenVocabNode(context=ros_context, parameter_overrides=overrides)
     fz = Fuzzer(ros_context)
-    ex = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    ex = SingleThreadedExecutor(context=ros_context)  # the node's own executor (its Python wait loops are light)
     ex.add_node(node)
     ex.add_node(fz)
     th = threading.Thread(target=ex.spin, daemon=True)
@@ -279,19 +303,22 @@ def fuzzed(ros_context, node_model):
             doc = send_sweep(i, stamp, good_camera(stamp))
             results.append((doc, ref_cam[i], "good camera"))
     delta = {k: stat(k) - v for k, v in base.items()}
-    yield {"sent": sent, "kinds": kinds, "results": results, "delta": delta, "camera_sent": camera_sent,
-           "alive": th.is_alive()}
+    out = {"sent": dict(sent), "kinds": {str(k): v for k, v in kinds.items()}, "delta": delta,
+           "results": [(_detections(doc), want, why) for doc, want, why in results],
+           "camera_sent": camera_sent, "alive": th.is_alive()}
     ex.shutdown(timeout_sec=5.0)
     th.join(timeout=5.0)
     node.destroy_node()
     fz.destroy_node()
+    rclpy.try_shutdown(context=ros_context)
+    return json.loads(json.dumps(out))  # tuples -> lists, as the parent reads them
 
 
 def test_every_good_sweep_gets_the_detections_it_got_before_the_fuzzing(fuzzed):
     assert fuzzed["alive"]
     assert len(fuzzed["results"]) == N_ROUNDS
-    for doc, want, why in fuzzed["results"]:
-        assert _detections(doc) == want, why
+    for got, want, why in fuzzed["results"]:
+        assert got == want, why
 
 
 def test_the_counters_match_what_was_sent(fuzzed):
@@ -308,3 +335,13 @@ def test_the_counters_match_what_was_sent(fuzzed):
     # the camera is skipped for each good sweep paired with a broken camera message, and for each
     # decodable fuzzed cloud (no image near its stamp); never for a good sweep with a good image
     assert d["camera_skipped"] == N_ROUNDS // 3 + sent["processed"]
+
+
+if __name__ == "__main__":  # the child process of the ``fuzzed`` fixture
+    import sys as _sys
+
+    _params, _out = _sys.argv[1], _sys.argv[2]
+    with open(_params) as _f:
+        _res = run_fuzz(json.load(_f))
+    with open(_out, "w") as _f:
+        json.dump(_res, _f)
