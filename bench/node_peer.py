@@ -25,14 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VOCAB = ["car", "truck", "pedestrian", "bicycle", "traffic cone", "pole"]
 
@@ -149,11 +146,11 @@ def main() -> int:
     from clip2_ros import params as P
     from clip2_ros.conversions import seconds_to_stamp
     from clip2_ros.markers import detections_to_json, detections_to_markers, labelled_cloud
-    from ros_node import _random_model
+    from clip2_ros.soak import random_timing_model
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
-    flat = _random_model(Path(tmp.name), args.encoder)
+    flat = random_timing_model(Path(tmp.name), args.encoder)
     flat.update({"vocabulary": VOCAB, "model.backend": "auto", "model.num_threads": args.threads})
     pipe = Pipeline(PipelineConfig.from_dict(P.unflatten(flat)))
     pipe.warm_up()

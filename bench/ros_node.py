@@ -29,36 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-TINY_CLIP = "clip2-bench-tiny"
-TINY_CLIP_CFG = {
-    "embed_dim": 512,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 VOCAB = ["car", "truck", "pedestrian", "bicycle", "traffic cone", "pole"]
-
-
-def _random_model(root: Path, encoder: str) -> dict:
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from clip2_core.checkpoint import save_checkpoint
-    from clip2_core.encoders import create_point_encoder
-    from clip2_core.vlm import FrozenCLIP, VLMConfig
-
-    cfg_file = root / f"{TINY_CLIP}.json"
-    enc = create_point_encoder(encoder).eval()
-    cfg = dict(TINY_CLIP_CFG, embed_dim=enc.config.embed_dim)
-    cfg_file.write_text(json.dumps(cfg))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(0)
-    weights = root / "clip.safetensors"
-    save_file({k: v.contiguous() for k, v in open_clip.create_model(TINY_CLIP).state_dict().items()}, str(weights))
-    clip = FrozenCLIP(VLMConfig(model=TINY_CLIP, pretrained=str(weights), model_config_file=str(cfg_file)))
-    ckpt = save_checkpoint(root / "encoder", enc, enc.config, clip=clip.identity)
-    return {"model.checkpoint": str(ckpt), "clip.model": TINY_CLIP, "clip.weights": str(weights),
-            "clip.model_config_file": str(cfg_file), "clip.allow_random": True}  # timing only: labels are meaningless
 
 
 def main() -> int:
@@ -75,6 +46,8 @@ def main() -> int:
     ap.add_argument("--png", type=Path, default=None, help="write a BEV PNG of the last frame's MarkerArray")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    from clip2_ros.soak import random_timing_model
+
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
@@ -103,7 +76,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="clip2_bench_ros_"))
     model = {"model.checkpoint": args.checkpoint, "clip.model": args.clip_model, "clip.weights": args.clip_weights,
-             "clip.model_config_file": args.clip_config} if args.checkpoint else _random_model(tmp, args.encoder)
+             "clip.model_config_file": args.clip_config} if args.checkpoint else random_timing_model(tmp, args.encoder)
     model["model.backend"] = args.backend
     K = np.array([[400.0, 0, 320], [0, 400.0, 180], [0, 0, 1]])
     T = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)  # x forward -> optical

@@ -35,30 +35,34 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 TINY_CLIP = "clip2-bench-tiny"
+TINY_CLIP_CFG = {
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
-def _random_model(root: Path, encoder: str) -> Dict[str, Any]:
-    """Node parameters for ``encoder`` with random weights and a tiny random CLIP (timing only)."""
+def random_timing_model(root: Path, encoder: str) -> Dict[str, Any]:
+    """Node parameters (dotted) for ``encoder`` with random weights and a tiny random CLIP written
+    under ``root``: the compute of a trained model, labels meaningless (benchmarks only)."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     from clip2_core.checkpoint import save_checkpoint
     from clip2_core.encoders import create_point_encoder
+    from clip2_core.vlm import FrozenCLIP, VLMConfig
 
     enc = create_point_encoder(encoder).eval()
-    cfg = {"embed_dim": enc.config.embed_dim,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
     cfg_file = root / f"{TINY_CLIP}.json"
-    cfg_file.write_text(json.dumps(cfg))
+    cfg_file.write_text(json.dumps(dict(TINY_CLIP_CFG, embed_dim=enc.config.embed_dim)))
     open_clip.add_model_config(cfg_file)
     torch.manual_seed(0)
     weights = root / "clip.safetensors"
     save_file({k: v.contiguous() for k, v in open_clip.create_model(TINY_CLIP).state_dict().items()}, str(weights))
-    ckpt = save_checkpoint(root / "encoder", enc, enc.config)
+    clip = FrozenCLIP(VLMConfig(model=TINY_CLIP, pretrained=str(weights), model_config_file=str(cfg_file)))
+    ckpt = save_checkpoint(root / "encoder", enc, enc.config, clip=clip.identity)
     return {"model.checkpoint": str(ckpt), "clip.model": TINY_CLIP, "clip.weights": str(weights),
-            "clip.model_config_file": str(cfg_file), "clip.allow_random": True, "clip.allow_mismatch": True}
+            "clip.model_config_file": str(cfg_file), "clip.allow_random": True}
 
 
 def per_minute(t_s: List[float], values: List[float], minute: float = 60.0) -> List[Dict[str, float]]:
@@ -130,7 +134,7 @@ def bench_node(seconds: float, rate: float = 20.0, n_sweeps: int = 20, encoder: 
     topic = "/clip2_bench/points"
     flat = P.flatten(P.load_param_file(P.default_param_file()))
     flat.update({"lidar.topic": topic, "cameras.enabled": False, "warn_throttle_s": 60.0})
-    flat.update({"model.checkpoint": checkpoint} if checkpoint else _random_model(root, encoder))
+    flat.update({"model.checkpoint": checkpoint} if checkpoint else random_timing_model(root, encoder))
     flat.update(overrides or {})
     params_file = write_params(P.unflatten(flat), root / "params.yaml")
     node_name = f"clip2_bench_node_{os.getpid()}"

@@ -176,14 +176,6 @@ def write_index(out_dir: str | Path) -> dict:
 MAX_MEMBER_BYTES = 64 << 20  # one record file; a proxy's points are ~10 KB, its image crop ~50 KB
 
 
-def _safe_member_name(name: str) -> bool:
-    """A shard member is ``<key>.<ext>`` with no folder part: nothing ``..``, absolute or nested.
-
-    Members are read into memory, never extracted, so a hostile name cannot write anywhere; it is
-    still refused, so that no record key can carry a path into anything built from it."""
-    return is_plain_name(name)
-
-
 @dataclass
 class ShardStats:
     read: int = 0
@@ -203,7 +195,8 @@ def iter_proxies(shard_paths, stats: Optional[ShardStats] = None, load_jpeg: boo
                 for member in tar:
                     if not member.isfile():  # links, devices, folders: never followed
                         continue
-                    if not _safe_member_name(member.name):
+                    # members are read into memory, never extracted; a name with a folder part is still refused
+                    if not is_plain_name(member.name):
                         log.warning("skipping member %r of %s: not a plain record name", member.name, path)
                         stats.corrupt_records += 1
                         continue
@@ -257,7 +250,7 @@ def shard_paths(out_dir: str | Path) -> List[Path]:
     index = out_dir / "index.json"
     if index.is_file():
         names = [str(s["name"]) for s in json.loads(index.read_text())["shards"]]
-        bad = [n for n in names if not _safe_member_name(n) or not n.endswith(".tar")]
+        bad = [n for n in names if not is_plain_name(n) or not n.endswith(".tar")]
         if bad:  # an index naming files elsewhere (../, absolute): refused, not followed
             raise ValueError(f"{index} names shards outside its folder or not .tar files: {bad[:3]}")
         return [out_dir / n for n in names]

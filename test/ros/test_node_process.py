@@ -29,6 +29,20 @@ def _start(params_file, **env):
     )
 
 
+def _read_until_ready(proc, timeout=90.0):
+    """The node's log lines up to and including "ready" (or up to EOF / the timeout)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # readline returns at each log line or at EOF
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "]: ready" in line:
+            break
+    return lines
+
+
 def test_executor_choice():
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
@@ -70,15 +84,8 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path, node_model):
     overrides.update({"cameras.enabled": False, "lidar.topic": "/clip2_test/process/points"})
     proc = _start(_write_params(tmp_path / "ok.yaml", overrides))
     lines = []
-    deadline = time.monotonic() + 90
     try:
-        while time.monotonic() < deadline:  # readline returns at each log line or at EOF
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "]: ready" in line:
-                break
+        lines = _read_until_ready(proc)
         assert any("listening on /clip2_test/process/points" in x for x in lines), "".join(lines)
         assert "]: ready" in lines[-1], "".join(lines)
         proc.send_signal(signal.SIGINT)
@@ -110,6 +117,7 @@ def test_signals_with_sweeps_in_flight_stop_cleanly(signals, tmp_path, node_mode
     import threading
 
     import numpy as np
+    import rclpy
 
     from clip2_core.datasets.synth.sweep import make_sweep
     from clip2_ros.conversions import array_to_pointcloud2, seconds_to_stamp
@@ -121,7 +129,7 @@ def test_signals_with_sweeps_in_flight_stop_cleanly(signals, tmp_path, node_mode
     scene = make_sweep(3)
     msg = array_to_pointcloud2(scene.points, ("x", "y", "z", "intensity", "ring"), frame_id="lidar",
                                dtypes={"ring": np.uint16})
-    pub_node = rclpy_node(ros_context, "clip2_signals_publisher")
+    pub_node = rclpy.create_node("clip2_signals_publisher", context=ros_context)
     pub = pub_node.create_publisher(PointCloud2, topic, 5)
     stop = threading.Event()
 
@@ -137,14 +145,7 @@ def test_signals_with_sweeps_in_flight_stop_cleanly(signals, tmp_path, node_mode
     lines = []
     th = threading.Thread(target=flood, daemon=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "]: ready" in line:
-                break
+        lines = _read_until_ready(proc)
         assert "]: ready" in lines[-1], "".join(lines)
         th.start()
         t_end = time.monotonic() + 30
@@ -168,8 +169,3 @@ def test_signals_with_sweeps_in_flight_stop_cleanly(signals, tmp_path, node_mode
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert "context is invalid" not in out and "callback_error" not in out and "frame skipped" not in out, out
 
-
-def rclpy_node(context, name):
-    import rclpy
-
-    return rclpy.create_node(name, context=context)
