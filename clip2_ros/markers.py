@@ -23,10 +23,12 @@ Boxes are in ``frame_id`` with the clip2 box convention (centre, lwh, yaw about 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clip2_core import geometry
 from clip2_core.geometry import BOX_EDGES, box_corners
 from clip2_core.types import Box3D, Detection
 from clip2_core.viz import label_color
@@ -45,6 +47,30 @@ UNKNOWN_LABEL_ID = -1
 def format_label(label: str, score: float) -> str:
     """The marker text: ``"car 0.83"``."""
     return f"{label} {score:.2f}"
+
+
+@dataclass
+class MarkerGeometry:
+    """What the markers of one frame draw, computed once per frame for the message classes
+    (:func:`detections_to_markers`) and the CDR writer (:mod:`clip2_ros.marker_cdr`) alike."""
+
+    centers: List[Tuple[float, float, float]]
+    sizes: List[Tuple[float, float, float]]  # l, w, h, each >= 1 mm (rviz drops zero scales)
+    quats: List[Tuple[float, float, float, float]]  # x, y, z, w
+    rgb: List[Tuple[float, float, float]]  # label colours
+    vertices: np.ndarray  # (M * 24, 3) float64: the 12 box edges as LINE_LIST vertex pairs
+
+
+def marker_geometry(detections: Sequence[Detection]) -> MarkerGeometry:
+    boxes = np.stack([np.asarray(d.box.as_array(), dtype=np.float64) for d in detections]).reshape(-1, 7)
+    corners = box_corners(boxes)  # (M, 8, 3)
+    return MarkerGeometry(
+        centers=[tuple(c) for c in boxes[:, :3].tolist()],
+        sizes=[tuple(c) for c in np.maximum(boxes[:, 3:6], 1e-3).tolist()],
+        quats=[tuple(q) for q in geometry.yaw_to_quaternion(boxes[:, 6], scalar_first=False).reshape(-1, 4).tolist()],
+        rgb=[tuple(float(v) for v in label_color(d.label)) for d in detections],
+        vertices=corners[:, BOX_EDGES.reshape(-1), :].reshape(-1, 3),
+    )
 
 
 def detections_to_markers(
@@ -83,44 +109,40 @@ def detections_to_markers(
         m.frame_locked = False
         return m
 
+    if not detections:
+        return out
+    g = marker_geometry(detections)
     texts = []
     for i, det in enumerate(detections):
-        r, g, b = label_color(det.label)
-        cx, cy, cz = (float(v) for v in det.box.center)
-        l, w, h = (max(float(v), 1e-3) for v in det.box.size)
-        qx, qy, qz, qw = yaw_to_quaternion(det.box.yaw)
+        (r, g_, b), (cx, cy, cz), (l, w, h) = g.rgb[i], g.centers[i], g.sizes[i]
+        qx, qy, qz, qw = g.quats[i]
         cube = base(NS_BOXES, i, Marker.CUBE)
         cube.pose.position.x, cube.pose.position.y, cube.pose.position.z = cx, cy, cz
         cube.pose.orientation.x, cube.pose.orientation.y = qx, qy
         cube.pose.orientation.z, cube.pose.orientation.w = qz, qw
         cube.scale.x, cube.scale.y, cube.scale.z = l, w, h
-        cube.color = ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(box_alpha))
+        cube.color = ColorRGBA(r=r, g=g_, b=b, a=float(box_alpha))
         out.markers.append(cube)
 
         text = base(NS_LABELS, i, Marker.TEXT_VIEW_FACING)
         text.pose.position.x, text.pose.position.y = cx, cy
         text.pose.position.z = cz + 0.5 * h + 0.6 * text_height
         text.scale.z = float(text_height)
-        text.color = ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0)
+        text.color = ColorRGBA(r=r, g=g_, b=b, a=1.0)
         text.text = format_label(det.label, float(det.score))
         texts.append(text)
     out.markers.extend(texts)
 
-    if detections:
-        outline = base(NS_OUTLINES, 0, Marker.LINE_LIST)
-        outline.scale.x = float(line_width)
-        boxes = np.stack([d.box.as_array() for d in detections])
-        corners = box_corners(boxes)  # (M, 8, 3)
-        seg = corners[:, BOX_EDGES.reshape(-1), :].reshape(-1, 3)  # (M*24, 3) vertex pairs
-        outline.points = [Point(x=x, y=y, z=z) for x, y, z in seg.tolist()]  # tolist: 1.9 vs 2.5 ms for 45 boxes
-        cols = []
-        for d in detections:
-            r, g, b = label_color(d.label)
-            c = ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0)
-            cols.extend([c] * (2 * BOX_EDGES.shape[0]))
-        outline.colors = cols
-        outline.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        out.markers.append(outline)
+    outline = base(NS_OUTLINES, 0, Marker.LINE_LIST)
+    outline.scale.x = float(line_width)
+    outline.points = [Point(x=x, y=y, z=z) for x, y, z in g.vertices.tolist()]  # tolist: 1.9 vs 2.5 ms for 45 boxes
+    cols = []
+    for r, g_, b in g.rgb:
+        c = ColorRGBA(r=r, g=g_, b=b, a=1.0)
+        cols.extend([c] * (2 * BOX_EDGES.shape[0]))
+    outline.colors = cols
+    outline.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    out.markers.append(outline)
     return out
 
 

