@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="crop every point in the box (default: minus the ground filter's points, as the pipeline sees it)")
     r.add_argument("--ensemble", action="store_true", help="also report the point + image ensemble")
     r.add_argument("--ensemble-weight", type=float, default=0.5, help="image share of the fused logits")
+    add_method_args(r)
     r.add_argument("--clip-model", default=None, help="override the CLIP recorded in the checkpoint")
     r.add_argument("--clip-weights", default=None, help="override the CLIP weights recorded in the checkpoint")
     r.add_argument("--clip-config", default=None, help="extra open_clip architecture JSON to register")
@@ -84,6 +85,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.set_defaults(func=run_replay)
 
 
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", nargs="+", default=["clip2"], choices=["clip2", "pointclip", "clip2+pointclip", "all"],
+                   help="methods scored side by side on the same crops: clip2 (the point encoder, always), pointclip "
+                        "(PointCLIP V2-style depth maps through CLIP's image tower, nothing learnt), clip2+pointclip "
+                        "(their logit ensemble); all = every one")
+    p.add_argument("--pointclip-weight", type=float, default=0.5, help="pointclip share of the clip2+pointclip logits")
+    p.add_argument("--pointclip-size", type=int, default=224, help="depth-map side in pixels")
+
+
+def methods_from_args(args: argparse.Namespace):
+    """(methods, PointCLIPBaseline config or None) of --method / --pointclip-*."""
+    from clip2_core.eval.pointclip import ProjectionConfig
+    from clip2_core.eval.recognition import METHODS
+
+    methods = list(METHODS) if "all" in args.method else list(dict.fromkeys(["clip2", *args.method]))
+    cfg = ProjectionConfig(size=args.pointclip_size) if any("pointclip" in m for m in methods) else None
+    return methods, cfg
+
+
 def pipeline_config_from_args(args: argparse.Namespace):
     """The :class:`~clip2_core.pipeline.PipelineConfig` an evaluation runs (the node's, given the same settings)."""
     from clip2_core.cli.cluster import load_segmentation_config
@@ -103,6 +123,7 @@ def pipeline_config_from_args(args: argparse.Namespace):
 
 def run_recognition(args: argparse.Namespace) -> int:
     from clip2_core.datasets.nuscenes import NuScenesReader
+    from clip2_core.eval.pointclip import PointCLIPBaseline
     from clip2_core.eval.recognition import evaluate_recognition, load_vocabulary, write_report
     from clip2_core.recognition import Recognizer, trained_metadata
     from clip2_core.runtime.embedders import create_embedder
@@ -117,9 +138,12 @@ def run_recognition(args: argparse.Namespace) -> int:
                             load_images=args.ensemble, cameras=None if args.ensemble else ())
     tokens = reader.sample_tokens[: args.max_samples] if args.max_samples else reader.sample_tokens
     frames = (reader.frame(t) for t in tokens)
+    methods, projection = methods_from_args(args)
     report = evaluate_recognition(frames, recognizer, vocab, min_points=args.min_points, ensemble=args.ensemble,
                                   ground=cfg.segmentation.ground, progress=not args.no_progress,
-                                  remove_ground_points=not args.keep_ground)
+                                  remove_ground_points=not args.keep_ground, methods=methods,
+                                  pointclip=PointCLIPBaseline(recognizer.clip, projection) if projection else None,
+                                  pointclip_weight=args.pointclip_weight)
     report.meta.update({"dataroot": args.dataroot.name, "version": args.version, "split": args.split, "samples": len(tokens),
                         "source": str(args.onnx or args.checkpoint)})
     paths = write_report(report, args.out, title=f"Recognition: {args.version} {args.split}")

@@ -60,9 +60,11 @@ def load_vocabulary(spec: str) -> List[Tuple[str, str]]:
     return pairs
 
 
-def confusion_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> Dict[str, object]:
+def confusion_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
+                      top5_hit: Optional[np.ndarray] = None) -> Dict[str, object]:
     """Confusion matrix (rows = truth) and accuracies; classes absent from ``y_true`` are left
-    out of the mean (their accuracy is NaN)."""
+    out of the mean (their accuracy is NaN). ``top5_hit`` (per object, bool): the truth is among
+    the five best classes; adds ``top5_acc`` (overall) and ``mean_class_top5``."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -71,13 +73,21 @@ def confusion_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) 
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(support > 0, np.diag(cm) / support, np.nan)
     present = support > 0
-    return {
+    out = {
         "confusion": cm,
         "per_class_acc": per_class,
         "support": support,
         "mean_class_acc": float(np.nanmean(per_class)) if present.any() else float("nan"),
         "overall_acc": float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan"),
     }
+    if top5_hit is not None:
+        hit = np.asarray(top5_hit, dtype=bool).reshape(-1)
+        if hit.shape[0] != y_true.shape[0]:
+            raise ValueError(f"{hit.shape[0]} top-5 flags for {y_true.shape[0]} objects")
+        per5 = np.array([hit[y_true == c].mean() if support[c] else np.nan for c in range(num_classes)])
+        out["top5_acc"] = float(hit.mean()) if hit.size else float("nan")
+        out["mean_class_top5"] = float(np.nanmean(per5)) if present.any() else float("nan")
+    return out
 
 
 @dataclass
@@ -87,21 +97,93 @@ class RecognitionReport:
     point: Dict[str, object]  # confusion_metrics of point-only
     ensemble: Optional[Dict[str, object]] = None  # same, point + image ensemble (objects without a crop use points)
     meta: Dict[str, object] = field(default_factory=dict)
+    # other methods on the same crops: "pointclip" (the projection baseline), "clip2+pointclip"
+    baselines: Dict[str, Dict[str, object]] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, object]:
         def clean(m):
             if m is None:
                 return None
-            return {
+            out = {
                 "mean_class_acc": m["mean_class_acc"],
                 "overall_acc": m["overall_acc"],
                 "per_class_acc": {c: (None if np.isnan(a) else float(a)) for c, a in zip(self.classes, m["per_class_acc"])},
                 "support": {c: int(s) for c, s in zip(self.classes, m["support"])},
                 "confusion": np.asarray(m["confusion"]).tolist(),
             }
+            out.update({k: m[k] for k in ("top5_acc", "mean_class_top5") if k in m})
+            return out
 
-        return {"classes": self.classes, "texts": self.texts, "point": clean(self.point), "ensemble": clean(self.ensemble),
+        data = {"classes": self.classes, "texts": self.texts, "point": clean(self.point), "ensemble": clean(self.ensemble),
                 "meta": self.meta}
+        if self.baselines:
+            data["baselines"] = {k: clean(v) for k, v in self.baselines.items()}
+        return data
+
+
+METHODS = ("clip2", "pointclip", "clip2+pointclip")
+
+
+class CropScorer:
+    """Top-1 / top-5 of every method asked for, accumulated over batches of the same crops.
+
+    ``clip2``: the point encoder vs the text bank (always scored: it is the report's ``point``);
+    ``pointclip``: :class:`clip2_core.eval.pointclip.PointCLIPBaseline` on the crops' depth maps;
+    ``clip2+pointclip``: ``(1 - w) * clip2 + w * pointclip`` logits, ``w = pointclip_weight``;
+    ``image`` (``ensemble``): the point + camera-crop ensemble of the recognizer.
+    """
+
+    def __init__(self, recognizer, state, methods: Sequence[str] = ("clip2",), pointclip=None,
+                 pointclip_weight: float = 0.5, ensemble: bool = False) -> None:
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if not 0.0 <= pointclip_weight <= 1.0:
+            raise ValueError(f"pointclip_weight must be in [0, 1], got {pointclip_weight}")
+        self.recognizer, self.state = recognizer, state
+        self.methods = [m for m in METHODS if m in methods or m == "clip2"]
+        if any("pointclip" in m for m in self.methods) and pointclip is None:
+            from clip2_core.eval.pointclip import PointCLIPBaseline
+
+            pointclip = PointCLIPBaseline(recognizer.clip)
+        self.pointclip, self.pointclip_weight, self.ensemble = pointclip, float(pointclip_weight), bool(ensemble)
+        self.n = len(state.names)
+        self.y_true: List[int] = []
+        self.logits: Dict[str, List[np.ndarray]] = {m: [] for m in self.methods + (["image"] if ensemble else [])}
+        self.n_images = 0
+
+    def add(self, labels: Sequence[int], crops: Sequence[np.ndarray], boxes: np.ndarray,
+            intensity_max: Optional[float] = None, frame: Optional[Frame] = None) -> None:
+        """Score ``crops`` (each ``(K, C)``, truth ``labels``) centred on ``boxes`` ``(M, 7)``;
+        ``frame``: where the camera crops come from (the ``image`` ensemble)."""
+        if not len(crops):
+            return
+        clf = self.state.classifier
+        emb = self.recognizer.embed_points(crops, boxes, intensity_max)
+        point = clf.logits(emb)[:, : self.n]
+        self.y_true += list(labels)
+        self.logits["clip2"].append(point)
+        if self.pointclip is not None:
+            pc = self.pointclip.logits(crops, boxes, self.state.bank.embeddings[: self.n])
+            if "pointclip" in self.logits:
+                self.logits["pointclip"].append(pc)
+            if "clip2+pointclip" in self.logits:
+                w = self.pointclip_weight
+                self.logits["clip2+pointclip"].append((1.0 - w) * point + w * pc)
+        if self.ensemble:
+            if frame is None:
+                raise ValueError("the point + image ensemble needs the frame with its cameras")
+            img, valid = self.recognizer.embed_images(frame, boxes)
+            self.n_images += int(valid.sum())
+            fused = clf.fuse_logits(clf.logits(emb), clf.logits(img), valid)[:, : self.n]
+            self.logits["image"].append(fused)
+
+    def metrics(self, method: str) -> Dict[str, object]:
+        y = np.asarray(self.y_true, dtype=np.int64)
+        lg = np.concatenate(self.logits[method]) if self.logits[method] else np.zeros((0, self.n), np.float32)
+        order = np.argsort(-lg, axis=1, kind="stable")
+        top5 = (order[:, :5] == y[:, None]).any(axis=1)
+        return confusion_metrics(y, order[:, 0], self.n, top5_hit=top5)
 
 
 def evaluate_recognition(
@@ -113,6 +195,9 @@ def evaluate_recognition(
     ground: Optional["GroundConfig"] = None,
     progress: bool = True,
     remove_ground_points: bool = True,
+    methods: Sequence[str] = ("clip2",),
+    pointclip=None,
+    pointclip_weight: float = 0.5,
 ) -> RecognitionReport:
     """Run the protocol over ``frames`` (with ``gt_boxes``; cameras with images for the ensemble).
 
@@ -127,6 +212,10 @@ def evaluate_recognition(
         remove_ground_points: crop the box's points minus those the ground filter removes, i.e.
             what the online pipeline sees of the object (``min_points`` counts what remains);
             off: every point inside the box.
+        methods: also score these of :data:`METHODS` on the same crops (``pointclip``: the
+            projection baseline with the recognizer's CLIP and text bank; ``clip2+pointclip``:
+            their logit ensemble, weight ``pointclip_weight`` on PointCLIP). ``pointclip``: a
+            configured :class:`~clip2_core.eval.pointclip.PointCLIPBaseline` (default settings if None).
 
     Each crop goes through the recognition step exactly as a cluster of the same points would
     in :meth:`clip2_core.pipeline.Pipeline.process`: centred on its fitted box, sampled with the
@@ -141,12 +230,9 @@ def evaluate_recognition(
     ground = ground or GroundConfig()
     classes = [c for c, _ in vocabulary]
     texts = [t for _, t in vocabulary]
-    state = recognizer.state if recognizer.vocabulary == texts else recognizer.build_vocabulary(texts, recognizer.templates)
+    state = vocabulary_state(recognizer, texts)
+    scorer = CropScorer(recognizer, state, methods, pointclip, pointclip_weight, ensemble)
     index = {c: i for i, c in enumerate(classes)}
-    y_true: List[int] = []
-    y_point: List[int] = []
-    y_ens: List[int] = []
-    n_images = 0
     for frame in tqdm(frames, desc="eval recognition", unit="frame", disable=not progress):
         if remove_ground_points and frame.gt_boxes:
             keep = ~remove_ground(frame.points, ground)
@@ -159,36 +245,39 @@ def evaluate_recognition(
             continue
         points = [c.points for c in crops]
         boxes = np.stack([fit_box(p[:, :3]) for p in points])
-        emb = recognizer.embed_points(points, boxes, frame.intensity_max)  # once for both scores
-        y_true += [index[c.label] for c in crops]
-        y_point += _top1(state.classifier.classify(emb), len(state.names))
-        if ensemble:
-            img, valid = recognizer.embed_images(frame, boxes)
-            n_images += int(valid.sum())
-            y_ens += _top1(state.classifier.classify(emb, img, valid), len(state.names))
-    if not y_true:
+        scorer.add([index[c.label] for c in crops], points, boxes, frame.intensity_max, frame)
+    if not scorer.y_true:
         raise ValueError(f"no ground-truth crops with >= {min_points} points and a label in the vocabulary {classes}")
-    ident = recognizer.identity
-    report = RecognitionReport(
-        classes=classes,
-        texts=texts,
-        point=confusion_metrics(np.array(y_true), np.array(y_point), len(classes)),
-        ensemble=confusion_metrics(np.array(y_true), np.array(y_ens), len(classes)) if ensemble else None,
-        meta={"objects": len(y_true), "min_points": min_points,
-              "ensemble_weight": recognizer.config.ensemble_weight if ensemble else None,
-              "ground_removed": remove_ground_points, "objects_with_image_crop": n_images,
-              "clip": recognizer.clip.identity, "random_clip": ident["random_clip"], "backend": ident["backend"],
-              "encoder": ident["encoder"], "templates": list(state.templates)},
-    )
-    if ident["random_clip"]:
-        report.meta["warning"] = "CLIP weights are RANDOM: these numbers check the machinery, they are not zero-shot results"
+    report = scorer_report(scorer, recognizer, classes, texts, {"objects": len(scorer.y_true), "min_points": min_points,
+                                                                "ground_removed": remove_ground_points})
+    report.meta.update({"ensemble_weight": recognizer.config.ensemble_weight if ensemble else None,
+                        "objects_with_image_crop": scorer.n_images})
     return report
 
 
-def _top1(result, n_classes: int) -> List[int]:
-    """Top-1 vocabulary index per crop (the protocol scores top-1 among the vocabulary's classes,
-    whatever the unknown threshold; a background slot's columns, after them, are not candidates)."""
-    return np.argmax(result.probs[:, :n_classes], axis=1).tolist()
+def vocabulary_state(recognizer, texts: Sequence[str]):
+    """The recognizer's text bank for ``texts`` (its own when it already holds exactly these)."""
+    return recognizer.state if recognizer.vocabulary == list(texts) else recognizer.build_vocabulary(texts, recognizer.templates)
+
+
+def scorer_report(scorer: CropScorer, recognizer, classes: Sequence[str], texts: Sequence[str],
+                  meta: Dict[str, object]) -> RecognitionReport:
+    """A :class:`RecognitionReport` of what ``scorer`` accumulated (identity and warnings included)."""
+    ident = recognizer.identity
+    report = RecognitionReport(
+        classes=list(classes), texts=list(texts), point=scorer.metrics("clip2"),
+        ensemble=scorer.metrics("image") if scorer.ensemble else None,
+        baselines={m: scorer.metrics(m) for m in scorer.methods if m != "clip2"},
+        meta={**meta, "clip": recognizer.clip.identity, "random_clip": ident["random_clip"], "backend": ident["backend"],
+              "encoder": ident["encoder"], "templates": list(scorer.state.templates), "methods": list(scorer.methods)},
+    )
+    if scorer.pointclip is not None:
+        from dataclasses import asdict
+
+        report.meta["pointclip"] = {**asdict(scorer.pointclip.config), "weight_in_ensemble": scorer.pointclip_weight}
+    if ident["random_clip"]:
+        report.meta["warning"] = "CLIP weights are RANDOM: these numbers check the machinery, they are not zero-shot results"
+    return report
 
 
 def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "Recognition") -> Dict[str, Path]:
@@ -204,24 +293,35 @@ def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "R
         lines += [f"> **{report.meta['warning']}**", ""]
     lines += [f"Objects: {report.meta['objects']} (GT crops with >= {report.meta['min_points']} points); "
               f"encoder {report.meta['encoder']} on {report.meta['backend']}; CLIP {report.meta['clip'].get('model')}.", ""]
-    head = "| class | text | objects | point top-1 |" + (" ensemble top-1 |" if report.ensemble else "")
-    lines += [head, "|---|---|---|---|" + ("---|" if report.ensemble else "")]
+    cols = [("point top-1", report.point)] + ([("ensemble top-1", report.ensemble)] if report.ensemble else [])
+    cols += [(f"{name} top-1", m) for name, m in report.baselines.items()]
+    lines += ["| class | text | objects | " + " | ".join(c for c, _ in cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for i, (c, t) in enumerate(zip(report.classes, report.texts)):
-        pa = report.point["per_class_acc"][i]
-        row = f"| {c} | {t} | {int(report.point['support'][i])} | {'-' if np.isnan(pa) else f'{pa:.3f}'} |"
-        if report.ensemble:
-            ea = report.ensemble["per_class_acc"][i]
-            row += f" {'-' if np.isnan(ea) else f'{ea:.3f}'} |"
-        lines.append(row)
+        accs = [m["per_class_acc"][i] for _, m in cols]
+        lines.append(f"| {c} | {t} | {int(report.point['support'][i])} | "
+                     + " | ".join("-" if np.isnan(a) else f"{a:.3f}" for a in accs) + " |")
     lines += ["", f"**Mean class accuracy (point): {report.point['mean_class_acc']:.4f}**, overall {report.point['overall_acc']:.4f}"]
     if report.ensemble:
         lines.append(f"**Mean class accuracy (point + image, w={report.meta['ensemble_weight']}): "
                      f"{report.ensemble['mean_class_acc']:.4f}**, overall {report.ensemble['overall_acc']:.4f} "
                      f"({report.meta['objects_with_image_crop']} objects had a camera crop)")
+    if report.baselines:
+        lines += ["", "Methods on the same crops (top-5: the truth among the five best classes):", "",
+                  "| method | mean class top-1 | overall top-1 | mean class top-5 | overall top-5 |", "|---|---|---|---|---|"]
+        for name, m in [("clip2", report.point)] + list(report.baselines.items()):
+            lines.append(f"| {name} | {m['mean_class_acc']:.4f} | {m['overall_acc']:.4f} | "
+                         f"{m.get('mean_class_top5', float('nan')):.4f} | {m.get('top5_acc', float('nan')):.4f} |")
+        pc = report.meta.get("pointclip")
+        if pc:
+            lines += ["", f"pointclip: {len(pc['views'])} depth-map views of {pc['size']} px through CLIP's image tower, "
+                          f"the same text bank; clip2+pointclip logits weight {pc['weight_in_ensemble']} on pointclip."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     paths = {"json": out / "report.json", "md": out / "report.md",
              "confusion": save_confusion_png(out / "confusion.png", report.point["confusion"], report.classes, "point-only")}
     if report.ensemble:
         paths["confusion_ensemble"] = save_confusion_png(out / "confusion_ensemble.png", report.ensemble["confusion"],
                                                      report.classes, "point + image")
+    for name, m in report.baselines.items():
+        key = "confusion_" + name.replace("+", "_")
+        paths[key] = save_confusion_png(out / f"{key}.png", m["confusion"], report.classes, name)
     return paths

@@ -187,14 +187,3 @@ def test_write_report_point_only_without_warning(tmp_path):
     # written twice into the same folder: replaced, not appended to
     write_report(_report(ensemble=False, warning=False), tmp_path)
     assert (tmp_path / "report.md").read_text().splitlines() == md
-
-
-def test_top1_ignores_the_background_slot_columns():
-    """With a background slot the classifier's probabilities have extra columns after the
-    vocabulary's; the recognition protocol's top-1 is among the vocabulary only."""
-    from types import SimpleNamespace
-
-    from clip2_core.eval.recognition import _top1
-
-    probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])  # 2 classes + 1 background column
-    assert _top1(SimpleNamespace(probs=probs), 2) == [1, 0]
