@@ -149,6 +149,7 @@ class CropScorer:
         self.pointclip, self.pointclip_weight, self.ensemble = pointclip, float(pointclip_weight), bool(ensemble)
         self.n = len(state.names)
         self.y_true: List[int] = []
+        self.embeddings: List[np.ndarray] = []  # the point embeddings, in order (few-shot probes reuse them)
         self.logits: Dict[str, List[np.ndarray]] = {m: [] for m in self.methods + (["image"] if ensemble else [])}
         self.n_images = 0
 
@@ -162,6 +163,7 @@ class CropScorer:
         emb = self.recognizer.embed_points(crops, boxes, intensity_max)
         point = clf.logits(emb)[:, : self.n]
         self.y_true += list(labels)
+        self.embeddings.append(emb)
         self.logits["clip2"].append(point)
         if self.pointclip is not None:
             pc = self.pointclip.logits(crops, boxes, self.state.bank.embeddings[: self.n])
@@ -291,7 +293,9 @@ def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "R
     lines = [f"# {title}", ""]
     if "warning" in report.meta:
         lines += [f"> **{report.meta['warning']}**", ""]
-    lines += [f"Objects: {report.meta['objects']} (GT crops with >= {report.meta['min_points']} points); "
+    what = (f"GT crops with >= {report.meta['min_points']} points" if "min_points" in report.meta
+            else f"{report.meta.get('dataset', '?')} {report.meta.get('split', '')} objects")
+    lines += [f"Objects: {report.meta['objects']} ({what}); "
               f"encoder {report.meta['encoder']} on {report.meta['backend']}; CLIP {report.meta['clip'].get('model')}.", ""]
     cols = [("point top-1", report.point)] + ([("ensemble top-1", report.ensemble)] if report.ensemble else [])
     cols += [(f"{name} top-1", m) for name, m in report.baselines.items()]
@@ -315,6 +319,16 @@ def write_report(report: RecognitionReport, out_dir: str | Path, title: str = "R
         if pc:
             lines += ["", f"pointclip: {len(pc['views'])} depth-map views of {pc['size']} px through CLIP's image tower, "
                           f"the same text bank; clip2+pointclip logits weight {pc['weight_in_ensemble']} on pointclip."]
+    if report.meta.get("few_shot"):
+        lines += ["", f"Few-shot linear probes on frozen clip2 embeddings (seed {report.meta['few_shot'][0]['seed']}; "
+                      "the training objects drawn are listed in report.json):", "",
+                  "| shots per class | training objects | mean class top-1 | overall top-1 |", "|---|---|---|---|",
+                  f"| 0 (zero-shot) | 0 | {report.point['mean_class_acc']:.4f} | {report.point['overall_acc']:.4f} |"]
+        for row in report.meta["few_shot"]:
+            lines.append(f"| {row['shots']} | {row['train_objects']} | {row['mean_class_acc']:.4f} | {row['overall_acc']:.4f} |")
+    if report.meta.get("published"):
+        lines += ["", "Published zero-shot top-1 on this benchmark (real CLIP, full training; not measured here): "
+                  + ", ".join(f"{k} {v}" for k, v in report.meta["published"].items()) + "."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     paths = {"json": out / "report.json", "md": out / "report.md",
              "confusion": save_confusion_png(out / "confusion.png", report.point["confusion"], report.classes, "point-only")}
