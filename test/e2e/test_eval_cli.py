@@ -121,15 +121,14 @@ def test_eval_recognition_ensemble(world, trained_tiny_model, vocab_file, point_
     assert f"**Mean class accuracy (point + image, w=0.3): {ens['mean_class_acc']:.4f}**" in (out / "report.md").read_text()
 
 
-def test_eval_recognition_methods_side_by_side(world, trained_tiny_model, vocab_file, point_run, tmp_path):
+def test_eval_recognition_methods_side_by_side(world, trained_tiny_model, vocab_file, tmp_path):
     """--method all: clip2, the PointCLIP projection baseline and their ensemble on the same crops."""
     out = tmp_path / "report"
     r = _clip2(*_eval_args(world, trained_tiny_model, vocab_file, out, "--allow-random-clip", "--method", "all",
-                           "--pointclip-size", "32", "--pointclip-weight", "0.25"))
+                           "--pointclip-size", "32", "--pointclip-weight", "0.25", "--max-samples", "4"))
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    point_only = json.loads((point_run[1] / "report.json").read_text())
-    assert report["point"] == point_only["point"]  # clip2 unchanged by the extra methods
+    assert report["meta"]["samples"] == 4
     assert set(report["baselines"]) == {"pointclip", "clip2+pointclip"}
     for m in report["baselines"].values():
         cm = _check_section(m, report["classes"])
