@@ -10,6 +10,7 @@ skips that camera; both are counted in the summary.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from clip2_core.mining.select import (
     project_sweep,
     select_object_points,
 )
-from clip2_core.segmentation import GroundConfig, remove_ground
+from clip2_core.segmentation import INDOOR_GROUND, GroundConfig, remove_ground
 from clip2_core.types import Frame, Proxy
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,27 @@ class MineConfig:
     # teach the encoder a no-object slot, so scene structure is rejected instead of labelled.
     background_per_frame: int = 16  # measured trade-off: BENCHMARKS.md (issue 13)
     background_max_iou: float = 0.1  # a cluster whose 2D box overlaps a proposal more than this is not background
+
+    @classmethod
+    def indoor(cls, **overrides) -> "MineConfig":
+        """The preset for indoor RGB-D frames (SUN RGB-D; points from depth in the upright camera
+        frame): depth-camera range and density, structure planes removed before DBSCAN (walls
+        and floor around furniture, clip2_core.mining.planes), the largest remaining cluster, no
+        LiDAR-style completion or background proxies. Measured against the LiDAR default in
+        docs/mining.md ("Indoor RGB-D frames"). ``overrides`` replace any field."""
+        cfg = cls(
+            frustum=FrustumConfig(near=0.3, far=10.0, eps=0.05, eps_per_meter=0.01, min_points=30, max_extent=5.0,
+                                  planes=3, rule="span"),
+            completion=CompletionConfig(enabled=False),
+            ground=dataclasses.replace(INDOOR_GROUND),
+            max_extent_by_height=3.0,
+            background_per_frame=0,
+        )
+        for key, value in overrides.items():
+            if not hasattr(cfg, key):
+                raise ValueError(f"MineConfig has no field {key!r}")
+            setattr(cfg, key, value)
+        return cfg
 
 
 @dataclass

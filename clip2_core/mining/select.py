@@ -14,7 +14,11 @@ The rule (``FrustumConfig.rule``):
   object's width but almost none of its height.
 - ``"largest"``: the cluster with most points (the classic choice; picks big backgrounds).
 - ``"nearest"``: the cluster with the smallest median depth (picks occluders and clutter).
-The four are measured against ground truth on synthetic data (purity and recall) in
+- ``"span"``: among the clusters that span the box nearly as well as the best one (as for
+  ``"front"``), the one with most points. The indoor preset's rule: after structure planes are
+  removed the object is the big thing that spans its box; an occluder in front (a desk before
+  a bathtub) spans only part of it.
+The five are measured against ground truth on synthetic data (purity and recall) in
 docs/mining.md.
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from clip2_core.geometry import project_points
 from clip2_core.segmentation import dbscan
 from clip2_core.types import CameraView
 
-RULES = ("front", "coverage", "largest", "nearest")
+RULES = ("front", "coverage", "largest", "nearest", "span")
 
 
 @dataclass
@@ -42,16 +46,24 @@ class FrustumConfig:
     eps_per_meter: float = 0.03  # radius grows with depth (beam spacing grows too): max(eps, eps_per_meter * depth)
     min_samples: int = 3  # DBSCAN core threshold (itself included)
     rule: str = "front"  # see module docstring
-    front_ratio: float = 0.6  # "front" rule: clusters spanning >= this fraction of the best coverage compete on depth
+    front_ratio: float = 0.6  # "front"/"span" rules: clusters spanning >= this fraction of the best coverage compete
     min_points: int = 8  # fewer points: no proxy
     max_extent: float = 20.0  # a cluster longer than this (BEV) is background, not an object
     min_coverage: float = 0.1  # coverage rule: a best IoU below this means no object found
+    # structure planes removed before DBSCAN (clip2_core.mining.planes; indoor frames: walls, floor)
+    planes: int = 0  # planes tried per proposal (0: off, the LiDAR default)
+    plane_tolerance: float = 0.03  # point-to-plane distance of a plane's points [m] ...
+    plane_noise: float = 0.003  # ... at least this x depth**2 (2 sigma of a Kinect-class depth camera's noise)
+    plane_min_share: float = 0.05  # a plane with fewer of the frustum's points ends the search
+    plane_outside_ratio: float = 0.5  # a plane is structure when it holds this many points around the box per point inside
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"unknown cluster rule {self.rule!r}; choose one of {RULES}")
         if not 0 < self.near < self.far:
             raise ValueError(f"need 0 < near < far, got near={self.near}, far={self.far}")
+        if self.planes < 0 or self.plane_tolerance <= 0:
+            raise ValueError(f"need planes >= 0 and plane_tolerance > 0, got {self.planes}, {self.plane_tolerance}")
 
 
 @dataclass
@@ -128,6 +140,16 @@ def select_object_points(
     idx = projected.index[sel]
     xyz = projected.xyz[sel]
     uv, depth = projected.uv[sel], projected.depth[sel]
+    if config.planes > 0:
+        from clip2_core.mining.planes import structure_planes
+
+        keep = ~structure_planes(xyz, uv, projected.xyz, projected.uv, box2d, max_planes=config.planes,
+                                 tolerance=config.plane_tolerance, min_share=config.plane_min_share,
+                                 outside_ratio=config.plane_outside_ratio, depth=depth,
+                                 frame_depth=projected.depth, noise=config.plane_noise)
+        if int(keep.sum()) < config.min_points:
+            return None
+        idx, xyz, uv, depth = idx[keep], xyz[keep], uv[keep], depth[keep]
     eps = max(config.eps, config.eps_per_meter * float(np.median(depth)))
     labels = dbscan(xyz, eps, config.min_samples)
     cands = []  # (mask, coverage, depth, points)
@@ -144,12 +166,15 @@ def select_object_points(
         cands.append((m, cov, float(np.median(depth[m])), k))
     if not cands:
         return None
-    if config.rule == "front":
+    if config.rule in ("front", "span"):
         top = max(c[1] for c in cands)
         if top < config.min_coverage:
             return None
         spanning = [c for c in cands if c[1] >= config.front_ratio * top]
-        m, cov, d, _ = min(spanning, key=lambda c: c[2])
+        if config.rule == "front":
+            m, cov, d, _ = min(spanning, key=lambda c: c[2])
+        else:
+            m, cov, d, _ = max(spanning, key=lambda c: (c[3], -c[2]))
     else:
         if config.rule == "coverage":
             key = lambda c: (round(c[1], 2), -c[2])  # noqa: E731
