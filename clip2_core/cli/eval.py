@@ -19,15 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
             "With --ensemble, also reports the point + image ensemble (CLIP on the object's best camera crop)."
         ),
     )
-    r.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot (real or clip2 synth)")
-    r.add_argument("--version", default="v1.0-trainval", help="table folder")
-    r.add_argument("--split", default="val", help="scene split to evaluate (val, mini_val, ...; 'all' for every scene)")
-    r.add_argument("--scenes", nargs="*", default=None, help="restrict to these scenes")
+    r.add_argument("--dataset", default="nuscenes", choices=["nuscenes", "sunrgbd"],
+                   help="nuscenes (LiDAR, nuScenes format) or sunrgbd (RGB-D frames in the SUN RGB-D release layout)")
+    r.add_argument("--dataroot", type=Path, required=True,
+                   help="nuScenes-format dataroot (real or clip2 synth), or the SUNRGBD folder (or one above it)")
+    r.add_argument("--version", default="v1.0-trainval", help="nuScenes table folder")
+    r.add_argument("--split", default=None,
+                   help="split to evaluate: nuScenes scene split (default val; mini_val, ...), SUN RGB-D train/test "
+                        "(default test; val = test); 'all' for everything")
+    r.add_argument("--split-file", type=Path, default=None,
+                   help="SUN RGB-D split: allsplit.mat or a text file of frame folders (default: the toolbox's "
+                        "traintestsplit/allsplit.mat beside or under --dataroot)")
+    r.add_argument("--scenes", nargs="*", default=None, help="nuScenes: restrict to these scenes")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="clip2 checkpoint directory")
     src.add_argument("--onnx", type=Path, help="exported encoder (.onnx)")
     r.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    r.add_argument("--vocab", default="nuscenes10", help="nuscenes10, or a file (JSON list/object or one name per line)")
+    r.add_argument("--vocab", default=None,
+                   help="nuscenes10 (nuScenes default), sunrgbd10 (SUN RGB-D default: the paper's 10 classes), or a "
+                        "file (JSON list/object or one name per line)")
     r.add_argument("--class-map", default="long_tail", help="nuScenes category -> label map: detection, long_tail, or a JSON file")
     r.add_argument("--min-points", type=int, default=5, help="smallest GT crop evaluated")
     r.add_argument("--keep-ground", action="store_true",
@@ -46,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accept CLIP weights other than those the encoder was trained against")
     r.add_argument("--segmentation-config", type=Path, default=None,
                    help="the pipeline's segmentation config (YAML/JSON with ground/cluster sections, e.g. "
-                        "config/segmentation.yaml); its ground filter is applied to the crops")
+                        "config/segmentation.yaml); its ground filter is applied to the crops (default: the "
+                        "pipeline's; SUN RGB-D: the indoor floor filter, clip2_core.segmentation.INDOOR_GROUND)")
     r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many keyframes")
     r.add_argument("--out", type=Path, required=True, help="report folder")
     r.add_argument("--no-progress", action="store_true")
@@ -159,31 +170,57 @@ def pipeline_config_from_args(args: argparse.Namespace):
 
 
 def run_recognition(args: argparse.Namespace) -> int:
-    from clip2_core.datasets.nuscenes import NuScenesReader
     from clip2_core.eval.pointclip import PointCLIPBaseline
-    from clip2_core.eval.recognition import evaluate_recognition, load_vocabulary, write_report
+    from clip2_core.eval.recognition import (PUBLISHED_NUSCENES, PUBLISHED_SUNRGBD, evaluate_recognition,
+                                             load_vocabulary, write_report)
     from clip2_core.recognition import Recognizer, trained_metadata
     from clip2_core.runtime.embedders import create_embedder
 
+    indoor = args.dataset == "sunrgbd"
+    default_vocab = "sunrgbd10" if indoor else "nuscenes10"
+    vocab_name = args.vocab or default_vocab
+    split = args.split or ("test" if indoor else "val")
     cfg = pipeline_config_from_args(args)
-    vocab = load_vocabulary(args.vocab)
+    ground = cfg.segmentation.ground
+    if indoor and args.segmentation_config is None:
+        from clip2_core.segmentation import INDOOR_GROUND
+
+        ground = INDOOR_GROUND
+    vocab = load_vocabulary(vocab_name)
+    if indoor:  # read the frames before loading any model: a wrong root fails fast
+        from clip2_core.datasets.sunrgbd import SunRGBDReader
+
+        reader = SunRGBDReader(args.dataroot, split=None if split == "all" else split, split_file=args.split_file,
+                               load_images=args.ensemble)
+        names = reader.names[: args.max_samples] if args.max_samples else reader.names
+        if not names:
+            raise SystemExit(f"no SUN RGB-D frames of split {split!r} under {args.dataroot}")
+        frames = (reader.frame(n) for n in names)
+        where = {"dataset": "sunrgbd", "split": split, "samples": len(names)}
+        title = f"Recognition: SUN RGB-D {split}"
+    else:
+        from clip2_core.datasets.nuscenes import NuScenesReader
+
+        reader = NuScenesReader(args.dataroot, args.version, split=None if split == "all" else split, scenes=args.scenes,
+                                class_map=args.class_map, load_images=args.ensemble,
+                                cameras=None if args.ensemble else ())
+        tokens = reader.sample_tokens[: args.max_samples] if args.max_samples else reader.sample_tokens
+        frames = (reader.frame(t) for t in tokens)
+        where = {"dataset": "nuscenes", "version": args.version, "split": split, "samples": len(tokens)}
+        title = f"Recognition: {args.version} {split}"
     embedder = create_embedder(cfg.model.onnx or cfg.model.checkpoint, backend=cfg.model.backend)
     cfg.vocabulary = [t for _, t in vocab]
     recognizer = Recognizer(cfg.recognition(), embedder, trained=trained_metadata(cfg.model.checkpoint, cfg.model.onnx))
-    split = None if args.split == "all" else args.split
-    reader = NuScenesReader(args.dataroot, args.version, split=split, scenes=args.scenes, class_map=args.class_map,
-                            load_images=args.ensemble, cameras=None if args.ensemble else ())
-    tokens = reader.sample_tokens[: args.max_samples] if args.max_samples else reader.sample_tokens
-    frames = (reader.frame(t) for t in tokens)
     methods, projection = methods_from_args(args)
     report = evaluate_recognition(frames, recognizer, vocab, min_points=args.min_points, ensemble=args.ensemble,
-                                  ground=cfg.segmentation.ground, progress=not args.no_progress,
+                                  ground=ground, progress=not args.no_progress,
                                   remove_ground_points=not args.keep_ground, methods=methods,
                                   pointclip=PointCLIPBaseline(recognizer.clip, projection) if projection else None,
                                   pointclip_weight=args.pointclip_weight)
-    report.meta.update({"dataroot": args.dataroot.name, "version": args.version, "split": args.split, "samples": len(tokens),
-                        "source": str(args.onnx or args.checkpoint)})
-    paths = write_report(report, args.out, title=f"Recognition: {args.version} {args.split}")
+    report.meta.update({"dataroot": args.dataroot.name, **where, "source": str(args.onnx or args.checkpoint)})
+    if vocab_name == default_vocab:  # the paper's figures only compare on the paper's classes
+        report.meta["published"] = PUBLISHED_SUNRGBD if indoor else PUBLISHED_NUSCENES
+    paths = write_report(report, args.out, title=title)
     print(Path(paths["md"]).read_text())
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0

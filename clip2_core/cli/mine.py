@@ -1,7 +1,8 @@
-"""``clip2 mine``: mine (text, image, point) triplet proxies from a nuScenes-format dataroot."""
+"""``clip2 mine``: mine (text, image, point) triplet proxies from a nuScenes-format dataroot or SUN RGB-D frames."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,10 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "each rank mines its share of the scenes into its own shards."
         ),
     )
-    p.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot (real or clip2 synth)")
+    p.add_argument("--dataset", default="nuscenes", choices=["nuscenes", "sunrgbd"],
+                   help="nuscenes (LiDAR sweeps + cameras) or sunrgbd (RGB-D frames in the SUN RGB-D release layout: "
+                        "points from depth, the indoor preset MineConfig.indoor; docs/mining.md)")
+    p.add_argument("--dataroot", type=Path, required=True,
+                   help="nuScenes-format dataroot (real or clip2 synth), or the SUNRGBD folder (or one above it)")
     p.add_argument("--version", default="v1.0-trainval", help="table folder (v1.0-trainval, v1.0-mini, v1.0-synth)")
-    p.add_argument("--split", default=None, help="scene split (train, val, mini_train, ...; synthetic splits too)")
-    p.add_argument("--scenes", nargs="*", default=None, help="scene names to mine (default: all of the split)")
+    p.add_argument("--split", default=None,
+                   help="scene split (train, val, mini_train, ...; synthetic splits too); SUN RGB-D: train / test")
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="SUN RGB-D: allsplit.mat or a text file of frame folders (default: the toolbox's, if found)")
+    p.add_argument("--scenes", nargs="*", default=None, help="nuScenes scene names to mine (default: all of the split)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--detections", type=Path, help="2D detections JSON (clip2.detections_2d/v1 or COCO-style)")
     src.add_argument("--detector", help="OWLv2 / OWL-ViT weights: a save_pretrained folder or a hub-cache name")
@@ -41,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="background proxies per frame (default 16): LiDAR clusters a camera sees that no 2D box covers, "
                         "labelled 'background', so the encoder learns to reject scene structure (0: none)")
     p.add_argument("--resume", action="store_true", help="skip samples finished by an earlier run")
-    p.add_argument("--rule", default="front", choices=["front", "coverage", "largest", "nearest"],
-                   help="which DBSCAN cluster in the frustum is the object (docs/mining.md)")
+    p.add_argument("--rule", default=None, choices=["front", "coverage", "largest", "nearest", "span"],
+                   help="which DBSCAN cluster in the frustum is the object (default: front for LiDAR, span "
+                        "after plane removal indoors; docs/mining.md)")
     p.add_argument("--label-map", default=None,
                    help="fold detector labels into proxy texts: a JSON file {label: text} or 'synthetic' (clip2 synth's detector)")
     p.add_argument("--min-score", type=float, default=0.1, help="ignore proposals below this detector score")
@@ -70,10 +79,20 @@ def run(args: argparse.Namespace) -> int:
 
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
-    reader = NuScenesReader(args.dataroot, args.version, split=args.split, scenes=args.scenes, load_images=False)
-    scenes = [s["name"] for s in reader.scene_records]
-    mine_scenes = scenes[rank::world]
-    tokens = [t for t in reader.sample_tokens if reader._scene_of[t] in set(mine_scenes)]
+    if args.dataset == "sunrgbd":
+        from clip2_core.datasets.sunrgbd import SunRGBDReader
+
+        reader = SunRGBDReader(args.dataroot, split=None if args.split in (None, "all") else args.split,
+                               split_file=args.split_file)
+        mine_scenes = []  # frames are independent: ranks take every world-th one
+        tokens = reader.names[rank::world]
+        read_frame = reader.frame
+    else:
+        reader = NuScenesReader(args.dataroot, args.version, split=args.split, scenes=args.scenes, load_images=False)
+        scenes = [s["name"] for s in reader.scene_records]
+        mine_scenes = scenes[rank::world]
+        tokens = [t for t in reader.sample_tokens if reader._scene_of[t] in set(mine_scenes)]
+        read_frame = reader.frame
     if args.max_samples is not None:
         tokens = tokens[: args.max_samples]
     clip = FrozenCLIP(VLMConfig(model=args.clip_model, pretrained=args.clip_weights, model_config_file=args.clip_config))
@@ -93,9 +112,15 @@ def run(args: argparse.Namespace) -> int:
         detector = LidarProposals(clip, args.queries or DEFAULT_VOCABULARY)
     from clip2_core.mining.labels import load_label_map
 
-    cfg = MineConfig(frustum=FrustumConfig(rule=args.rule), min_score=args.min_score, save_jpeg=args.save_jpeg,
-                     shard_size=args.shard_size, label_map=load_label_map(args.label_map),
-                     **({} if args.background_per_frame is None else {"background_per_frame": args.background_per_frame}))
+    common = dict(min_score=args.min_score, save_jpeg=args.save_jpeg, shard_size=args.shard_size,
+                  label_map=load_label_map(args.label_map),
+                  **({} if args.background_per_frame is None else {"background_per_frame": args.background_per_frame}))
+    if args.dataset == "sunrgbd":
+        cfg = MineConfig.indoor(**common)
+        if args.rule:
+            cfg.frustum = dataclasses.replace(cfg.frustum, rule=args.rule)
+    else:
+        cfg = MineConfig(frustum=FrustumConfig(rule=args.rule or "front"), **common)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.resume and any(args.out.glob(f"shard-r{rank:02d}-*.tar*")):  # this rank's own: ranks start at different times
         raise ValueError(f"{args.out} already holds shards: pass --resume to continue, or choose a new --out")
@@ -109,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 stats.samples_skipped_resume += 1
                 continue
             try:
-                frame = reader.frame(tok)
+                frame = read_frame(tok)
             except (OSError, ValueError) as exc:
                 stats.corrupt_points += 1
                 log.warning("skipping sample %s: %s", tok, exc)
@@ -126,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     if dist is not None:
         dist.barrier()
     summary = {"rank": rank, "world": world, "scenes": mine_scenes, "clip": clip.identity, "random_clip": clip.is_random,
-               "detector": getattr(detector, "name", "?"), "rule": args.rule, **stats.to_dict()}
+               "detector": getattr(detector, "name", "?"), "dataset": args.dataset,
+               "preset": "indoor" if args.dataset == "sunrgbd" else "lidar", "rule": cfg.frustum.rule,
+               "planes": cfg.frustum.planes, **stats.to_dict()}
     (args.out / f"summary-r{rank:02d}.json").write_text(json.dumps(summary, indent=1, default=str))
     if rank == 0:
         index = write_index(args.out)
