@@ -83,7 +83,7 @@ def test_text_vocabulary_indented_comment(tmp_path):
 
 
 def test_vocabulary_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"vocabulary 'nuscenes11' is neither one of \['nuscenes10'\] nor a file"):
+    with pytest.raises(FileNotFoundError, match=r"vocabulary 'nuscenes11' is neither one of \['nuscenes10', 'sunrgbd10'\] nor a file"):
         load_vocabulary("nuscenes11")
     with pytest.raises(FileNotFoundError, match="neither one of"):
         load_vocabulary(str(tmp_path / "missing.json"))
