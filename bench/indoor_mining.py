@@ -22,17 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from clip2_core.datasets.sunrgbd import SunRGBDReader
-from clip2_core.datasets.synth.indoor import detections_file, make_room, write_room
-from clip2_core.geometry import project_points
+from clip2_core.datasets.synth.indoor import detections_file, make_room, point_owners, write_room
 from clip2_core.mining.detectors import DetectionsFile
 from clip2_core.mining.miner import MineConfig, MineStats, mine_frame
-
-
-def owners(points, cam, owner):
-    uv, _, _ = project_points(points[:, :3], cam.K, cam.T_lidar_to_cam)
-    cols = np.clip(np.round(uv[:, 0]).astype(int), 0, owner.shape[1] - 1)
-    rows = np.clip(np.round(uv[:, 1]).astype(int), 0, owner.shape[0] - 1)
-    return owner[rows, cols]
 
 
 def configs():
@@ -67,7 +59,7 @@ def main() -> None:
     det = DetectionsFile(detections_file(rooms, tmp / "dets.json"))
     reader = SunRGBDReader(tmp, load_images=True)
     frames = {n: reader.frame(n) for n in reader.names}
-    truth = {n: owners(f.points, f.cameras["CAM0"], rooms[n].owner) for n, f in frames.items()}
+    truth = {n: point_owners(rooms[n], f.points, f.cameras["CAM0"]) for n, f in frames.items()}
     results = {}
     print(f"{args.rooms} rooms, proposals grown {args.grow:.0%} per side")
     print("| config | objects | missed | proxies >= 0.8 pure (against the wall) | purity mean | recall median | ms/frame |")
@@ -84,7 +76,7 @@ def main() -> None:
                 if p is None:
                     rows.append((j in room.against_wall, 0.0, 0.0, 1))
                     continue
-                mine = owners(p.points, cam, room.owner) == j
+                mine = point_owners(room, p.points, cam) == j
                 rows.append((j in room.against_wall, mine.mean(), mine.sum() / max(1, (truth[n] == j).sum()), 0))
         ms = 1e3 * (time.perf_counter() - t0) / len(frames)
         a = np.array(rows, dtype=np.float64)

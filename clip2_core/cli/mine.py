@@ -86,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
                                split_file=args.split_file)
         mine_scenes = []  # frames are independent: ranks take every world-th one
         tokens = reader.names[rank::world]
-        read_frame = reader.frame
     else:
         reader = NuScenesReader(args.dataroot, args.version, split=args.split, scenes=args.scenes, load_images=False)
         scenes = [s["name"] for s in reader.scene_records]
         mine_scenes = scenes[rank::world]
         tokens = [t for t in reader.sample_tokens if reader._scene_of[t] in set(mine_scenes)]
-        read_frame = reader.frame
     if args.max_samples is not None:
         tokens = tokens[: args.max_samples]
     clip = FrozenCLIP(VLMConfig(model=args.clip_model, pretrained=args.clip_weights, model_config_file=args.clip_config))
@@ -134,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 stats.samples_skipped_resume += 1
                 continue
             try:
-                frame = read_frame(tok)
+                frame = reader.frame(tok)
             except (OSError, ValueError) as exc:
                 stats.corrupt_points += 1
                 log.warning("skipping sample %s: %s", tok, exc)

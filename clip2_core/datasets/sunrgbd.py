@@ -192,8 +192,8 @@ def read_split(path: Union[str, Path], split: str) -> List[str]:
             raise ValueError(f"split {split!r}: allsplit.mat has train and test (val = test)")
         try:
             mat = loadmat(str(path))
-        except (OSError, ValueError, NotImplementedError) as exc:
-            raise SunRGBDError(f"{path}: unreadable split file ({exc})") from exc
+        except (OSError, ValueError, NotImplementedError) as exc:  # NotImplementedError: a MATLAB v7.3 (HDF5) file
+            raise SunRGBDError(f"{path}: unreadable split file ({exc}); give the toolbox's allsplit.mat or a text file") from exc
         if key not in mat:
             raise SunRGBDError(f"{path}: no {key!r} (has {sorted(k for k in mat if not k.startswith('__'))})")
         entries = [str(np.asarray(e).ravel()[0]) for e in np.asarray(mat[key], dtype=object).ravel()]

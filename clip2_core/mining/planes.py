@@ -110,12 +110,12 @@ def _continuing_points(inside: np.ndarray, around: np.ndarray, ring: np.ndarray,
     return total
 
 
-def structure_planes(xyz: np.ndarray, uv: np.ndarray, frame_xyz: np.ndarray, frame_uv: np.ndarray, box2d,
+def structure_planes(xyz: np.ndarray, frame_xyz: np.ndarray, frame_uv: np.ndarray, box2d,
                      max_planes: int = 3, tolerance: float = 0.03, min_share: float = 0.05,
                      outside_ratio: float = 0.5, pad: float = 0.15, reach: float = 1.0, min_spread: float = 0.08,
                      depth: Optional[np.ndarray] = None, frame_depth: Optional[np.ndarray] = None,
                      noise: float = 0.0, iterations: int = 128, seed: int = 0) -> np.ndarray:
-    """(K,) bool: the frustum points (``xyz`` (K, 3), pixels ``uv``) on structure planes.
+    """(K,) bool: the frustum points ``xyz`` (K, 3) on structure planes.
 
     Args:
         frame_xyz, frame_uv: every candidate point of the frame in front of the camera and its pixel

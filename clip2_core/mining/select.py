@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from clip2_core.geometry import project_points
+from clip2_core.mining.planes import structure_planes
 from clip2_core.segmentation import dbscan
 from clip2_core.types import CameraView
 
@@ -141,9 +142,7 @@ def select_object_points(
     xyz = projected.xyz[sel]
     uv, depth = projected.uv[sel], projected.depth[sel]
     if config.planes > 0:
-        from clip2_core.mining.planes import structure_planes
-
-        keep = ~structure_planes(xyz, uv, projected.xyz, projected.uv, box2d, max_planes=config.planes,
+        keep = ~structure_planes(xyz, projected.xyz, projected.uv, box2d, max_planes=config.planes,
                                  tolerance=config.plane_tolerance, min_share=config.plane_min_share,
                                  outside_ratio=config.plane_outside_ratio, depth=depth,
                                  frame_depth=projected.depth, noise=config.plane_noise)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from clip2_core.datasets.sunrgbd import SunRGBDReader
-from clip2_core.datasets.synth.indoor import detections_file, make_room, write_room
-from clip2_core.geometry import points_in_boxes, project_points
+from clip2_core.datasets.synth.indoor import detections_file, make_room, point_owners, write_room
+from clip2_core.geometry import points_in_boxes
 from clip2_core.mining.detectors import DetectionsFile
 from clip2_core.mining.miner import MineConfig, MineStats, mine_frame
 from clip2_core.mining.planes import ransac_plane, structure_planes
@@ -81,13 +81,13 @@ def test_structure_planes_drop_the_wall_and_keep_the_object_faces():
     box = np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()])
     box += np.array([-1, -1, 1, 1]) * 0.15 * (box[2:] - box[:2]).repeat(2)[[0, 2, 1, 3]]  # a loose detector box
     inside = np.flatnonzero((uv[:, 0] >= box[0]) & (uv[:, 0] <= box[2]) & (uv[:, 1] >= box[1]) & (uv[:, 1] <= box[3]))
-    drop = structure_planes(xyz[inside], uv[inside], xyz, uv, box)
+    drop = structure_planes(xyz[inside], xyz, uv, box)
     is_crate = np.isin(inside, crate)
     assert drop[~is_crate].mean() > 0.95  # the wall seen through the box goes
     assert drop[is_crate].mean() < 0.05  # the crate's front, top and side faces stay (bar its edge on the wall)
     # without the frame around the box nothing continues: nothing is dropped
-    assert not structure_planes(xyz[inside], uv[inside], xyz[inside], uv[inside], box).any()
-    assert not structure_planes(xyz[inside], uv[inside], xyz, uv, box, max_planes=0).any()
+    assert not structure_planes(xyz[inside], xyz[inside], uv[inside], box).any()
+    assert not structure_planes(xyz[inside], xyz, uv, box, max_planes=0).any()
 
 
 def test_frustum_config_refuses_bad_plane_settings():
@@ -99,14 +99,6 @@ def test_frustum_config_refuses_bad_plane_settings():
     assert cfg.min_score == 0.3 and cfg.frustum.planes == 3 and cfg.background_per_frame == 0
     with pytest.raises(ValueError, match="no field"):
         MineConfig.indoor(planes=3)
-
-
-def _owners(points: np.ndarray, cam: CameraView, owner: np.ndarray) -> np.ndarray:
-    """The box each point's pixel sees (synthetic rooms' ground truth; -1: floor or wall)."""
-    uv, _, _ = project_points(points[:, :3], cam.K, cam.T_lidar_to_cam)
-    cols = np.clip(np.round(uv[:, 0]).astype(int), 0, owner.shape[1] - 1)
-    rows = np.clip(np.round(uv[:, 1]).astype(int), 0, owner.shape[0] - 1)
-    return owner[rows, cols]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +126,7 @@ def _mine_rooms(room_frames, cfg: MineConfig):
     for name, frame in frames.items():
         room, cam = rooms[name], frame.cameras["CAM0"]
         proxies = mine_frame(frame, det, cfg, None, MineStats())
-        frame_owner = _owners(frame.points, cam, room.owner)
+        frame_owner = point_owners(room, frame.points, cam)
         for j, bb in enumerate(room.boxes_2d):
             if not np.isfinite(bb).all():
                 continue
@@ -142,7 +134,7 @@ def _mine_rooms(room_frames, cfg: MineConfig):
             if p is None:
                 missed += 1
                 continue
-            mine = _owners(p.points, cam, room.owner) == j
+            mine = point_owners(room, p.points, cam) == j
             rows.append((j in room.against_wall, mine.mean(), mine.sum() / max(1, (frame_owner == j).sum())))
     return np.array(rows, dtype=np.float64).reshape(-1, 3), missed
 

@@ -161,6 +161,17 @@ def make_room(seed: int, width: int = 320, height: int = 240, n_objects: int = 3
                 against_wall=against, owner=owner.astype(np.int32))
 
 
+def point_owners(room: Room, points: np.ndarray, camera) -> np.ndarray:
+    """(N,) int32 the box each point's pixel sees (-1: floor or wall): the ground truth a mined
+    proxy is scored against. ``camera``: the frame's ``CameraView`` as the reader gives it."""
+    from clip2_core.geometry import project_points
+
+    uv, _, _ = project_points(np.asarray(points)[:, :3], camera.K, camera.T_lidar_to_cam)
+    cols = np.clip(np.round(uv[:, 0]).astype(int), 0, room.owner.shape[1] - 1)
+    rows = np.clip(np.round(uv[:, 1]).astype(int), 0, room.owner.shape[0] - 1)
+    return room.owner[rows, cols]
+
+
 def write_room(root: Union[str, Path], name: str, room: Room) -> Path:
     """Store ``room`` as ``root/<name>`` in the SUN RGB-D release layout."""
     from clip2_core.datasets.sunrgbd import write_frame
