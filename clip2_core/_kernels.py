@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels for the segmentation hot paths: clustering, ground, box fitting.
+"""Compiled (numba) kernels for the hot paths: clustering, ground, box fitting, crop sampling.
 
 ``segmentation.py`` and ``geometry.fit_box`` call these when numba imports and falls back to its vectorised scipy code
 otherwise; both give identical results (tested). Kernels are compiled on first use and cached on
@@ -227,24 +227,42 @@ def _running_min_1d(src, dst, w, fill, buf, g, h):
 
 @njit(cache=True, nogil=True)
 def _min_filter_2d(a, w, fill):
-    """Square ``w`` x ``w`` minimum filter with constant ``fill`` boundary (separable)."""
+    """Square ``w`` x ``w`` minimum filter with constant ``fill`` boundary (separable, van Herk /
+    Gil-Werman along both axes; the second pass runs over whole rows, so it never walks the array
+    column by column: 322 x 320 cells 3.9 -> 1.6 ms)."""
     nx, ny = a.shape
     L = ((max(nx, ny) + w - 1 + w - 1) // w + 1) * w
     buf = np.empty(L)
     g = np.empty(L)
     h = np.empty(L)
-    tmp = np.empty((ny, nx))  # transposed: the second pass runs over contiguous rows too
-    row = np.empty(ny)
+    # along axis 0 on whole row vectors: G = running min from each block's start, H = from its
+    # end, over the rows padded with ``fill`` (padded row k holds row k - r)
+    r = w // 2
+    lp = ((nx + 2 * r + w - 1) // w) * w
+    rows = np.full((lp, ny), fill)
     for i in range(nx):
-        _running_min_1d(a[i], row, w, fill, buf, g, h)
-        for j in range(ny):
-            tmp[j, i] = row[j]
+        _running_min_1d(a[i], rows[i + r], w, fill, buf, g, h)
+    G = rows.copy()
+    H = rows.copy()
+    for s in range(0, lp, w):
+        for k in range(s + 1, s + w):
+            gk = G[k]
+            gp = G[k - 1]
+            for j in range(ny):
+                if gp[j] < gk[j]:
+                    gk[j] = gp[j]
+        for k in range(s + w - 2, s - 1, -1):
+            hk = H[k]
+            hn = H[k + 1]
+            for j in range(ny):
+                if hn[j] < hk[j]:
+                    hk[j] = hn[j]
     out = np.empty_like(a)
-    col = np.empty(nx)
-    for j in range(ny):
-        _running_min_1d(tmp[j], col, w, fill, buf, g, h)
-        for i in range(nx):
-            out[i, j] = col[i]
+    for i in range(nx):  # window over padded rows i .. i + w - 1
+        for j in range(ny):
+            x = H[i, j]
+            y = G[i + w - 1, j]
+            out[i, j] = x if x < y else y
     return out
 
 
@@ -559,6 +577,102 @@ def l_shape_boxes_kernel(pts, order, starts, counts, sx, sy, step_deg, fine_step
 _warm = False
 
 
+@njit(cache=True, nogil=True)
+def _xorshift32(x):
+    """One step of Marsaglia's xorshift32 on a non-zero 32-bit state held in an int64 (the same
+    numbers with and without numba: every intermediate stays below 2^37)."""
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    return x
+
+
+@njit(cache=True, nogil=True)
+def _seed32(seed, i):
+    """A non-zero 32-bit state from (seed, i): murmur3's 32-bit finaliser over a mix of both."""
+    h = (seed * 0x9E3779B1 + (i + 1) * 0x85EBCA77 + 0x27D4EB2F) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h if h != 0 else 0x6D2B79F5
+
+
+@njit(cache=True, nogil=True)
+def sample_normalize_kernel(pts, offsets, counts, centers, center_mode, has_int, num_points, seed, scale, imax, out):
+    """Encoder input of a batch of crops (``encoders.normalize.normalize_clusters``' fast path).
+
+    ``pts`` (N, 4) float64 x, y, z, raw intensity of all crops back to back (crop b is rows
+    ``offsets[b] : offsets[b] + counts[b]``); ``center_mode[b]``: 0 use ``centers[b]``, 1 the
+    centre of the crop's extent, 2 its mean; ``imax`` <= 0: no intensity channel. Crop b is
+    sampled from its own generator seeded by (seed, b): a uniform subset without replacement when
+    it has >= ``num_points`` points, else every point once plus random repeats; rows shuffled.
+    Writes ``out`` (B, P, 4) float32.
+    """
+    B = counts.shape[0]
+    P = num_points
+    for b in range(B):
+        k = counts[b]
+        o = offsets[b]
+        c0 = centers[b, 0]
+        c1 = centers[b, 1]
+        c2 = centers[b, 2]
+        if center_mode[b] == 1:
+            lo0 = hi0 = pts[o, 0]
+            lo1 = hi1 = pts[o, 1]
+            lo2 = hi2 = pts[o, 2]
+            for r in range(o + 1, o + k):
+                lo0 = min(lo0, pts[r, 0])
+                hi0 = max(hi0, pts[r, 0])
+                lo1 = min(lo1, pts[r, 1])
+                hi1 = max(hi1, pts[r, 1])
+                lo2 = min(lo2, pts[r, 2])
+                hi2 = max(hi2, pts[r, 2])
+            c0 = 0.5 * (lo0 + hi0)
+            c1 = 0.5 * (lo1 + hi1)
+            c2 = 0.5 * (lo2 + hi2)
+        elif center_mode[b] == 2:
+            c0 = c1 = c2 = 0.0
+            for r in range(o, o + k):
+                c0 += pts[r, 0]
+                c1 += pts[r, 1]
+                c2 += pts[r, 2]
+            c0 /= k
+            c1 /= k
+            c2 /= k
+        x = _seed32(seed, b)
+        m = max(k, P)
+        perm = np.empty(m, np.int64)
+        for j in range(k):
+            perm[j] = j
+        for j in range(k, m):  # fewer points than P: the repeats
+            x = _xorshift32(x)
+            perm[j] = x % k
+        # partial Fisher-Yates: the first P of perm become a uniform random arrangement of a
+        # uniform subset (k >= P), or a shuffle of all points and the repeats (k < P)
+        for j in range(P):
+            x = _xorshift32(x)
+            t = j + x % (m - j)
+            v = perm[j]
+            perm[j] = perm[t]
+            perm[t] = v
+        for j in range(P):
+            r = o + perm[j]
+            out[b, j, 0] = (pts[r, 0] - c0) / scale
+            out[b, j, 1] = (pts[r, 1] - c1) / scale
+            out[b, j, 2] = (pts[r, 2] - c2) / scale
+            v = 0.0
+            if imax > 0 and has_int[b]:
+                v = pts[r, 3]
+                if v != v or v < 0:  # NaN, -inf, negative
+                    v = 0.0
+                elif v >= imax:  # +inf too
+                    v = imax
+                v /= imax
+            out[b, j, 3] = v
+
+
 def warmup() -> None:
     """Compile (first run on a machine, ~10 s) or load from the disk cache (~0.5 s) every kernel
     specialisation the segmenter uses, so the first real sweep does not pay for it. Idempotent."""
@@ -579,6 +693,9 @@ def warmup() -> None:
         fit_boxes_kernel(pts, np.arange(16), np.array([0, 8]), np.array([8, 8]), 0.05)
         fit_box_kernel(pts, 0.05)
         l_shape_boxes_kernel(pts, np.arange(16), np.array([0, 8]), np.array([8, 8]), 0.0, 0.0, 1.0, 0.1, 0.01, 0.25, 0.05)
+        sample_normalize_kernel(np.ones((16, 4)), np.array([0, 8]), np.array([8, 8]), np.zeros((2, 3)),
+                                np.array([0, 1], np.int64), np.ones(2, np.bool_), 4, 0, 4.0, 255.0,
+                                np.empty((2, 4, 4), np.float32))
     except Exception as exc:  # a broken numba/llvmlite install must not take segmentation down
         HAVE_NUMBA = False
         log.warning("numba kernels unavailable (%s: %s); using the slower scipy path", type(exc).__name__, exc)

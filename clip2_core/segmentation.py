@@ -155,7 +155,8 @@ class SegmentationResult:
 
 
 def _finite_rows(points: np.ndarray) -> np.ndarray:
-    return np.isfinite(points[:, :3]).all(axis=1)
+    # three column tests, not isfinite(...).all(axis=1): numpy's reduction over a 3-wide axis is ~10x slower
+    return np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
 
 
 def ground_height(points: np.ndarray, config: GroundConfig = GroundConfig()) -> np.ndarray:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
+
+from clip2_core.sysmem import HOLD_HEAP_ENV, hold_heap
 
 # (module under clip2_core.cli) in the order shown by --help
 SUBCOMMAND_MODULES = (
@@ -77,6 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if os.environ.get(HOLD_HEAP_ENV, "1") != "0":  # sweeps allocate MBs per frame: keep them (clip2_core.sysmem)
+        hold_heap()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

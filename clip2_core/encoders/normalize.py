@@ -174,15 +174,55 @@ def normalize_clusters(
     seed: int = 0,
     boxes: Optional[Sequence[Optional[np.ndarray]]] = None,
 ) -> np.ndarray:
-    """Normalise several clusters into one batch ``(B, P, 4)`` float32.
+    """Normalise several clusters into one batch ``(B, P, 4)`` float32: the recognizer's path.
 
-    Cluster ``i`` is sampled with ``np.random.default_rng([seed, i])``, so a cluster's input
-    does not depend on the other clusters in the batch.
+    The steps of :func:`normalize_cluster`, for every cluster in one compiled pass
+    (``_kernels.sample_normalize_kernel``; 40 crops of a nuScenes sweep ~0.5 ms against ~10 ms one
+    cluster at a time). Cluster ``i`` is sampled from its own small generator seeded by
+    ``(seed, i)`` (not numpy's: seeding one of those per cluster alone cost 3 ms a sweep), so a
+    cluster's input does not depend on the other clusters in the batch, and is the same with and
+    without numba. The samples are distributed as :func:`normalize_cluster`'s but are not the same rows.
     """
+    from clip2_core import _kernels
+
     if boxes is not None and len(boxes) != len(clusters):
         raise ValueError(f"got {len(boxes)} boxes for {len(clusters)} clusters")
-    out = np.zeros((len(clusters), config.num_points, INPUT_CHANNELS), dtype=np.float32)
-    for i, pts in enumerate(clusters):
-        box = None if boxes is None else boxes[i]
-        out[i] = normalize_cluster(pts, config, rng=np.random.default_rng([seed, i]), box=box)
+    B, P = len(clusters), config.num_points
+    out = np.zeros((B, P, INPUT_CHANNELS), dtype=np.float32)
+    if B == 0:
+        return out
+    arrs = [np.asarray(c) for c in clusters]
+    for a in arrs:
+        if a.ndim != 2 or a.shape[1] < 3:
+            raise ValueError(f"points must be (K, C>=3), got shape {a.shape}")
+        if a.shape[0] == 0:
+            raise ValueError("cannot normalise an empty cluster (0 points)")
+    counts = np.fromiter((a.shape[0] for a in arrs), dtype=np.int64, count=B)
+    offsets = np.zeros(B, dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    has_int = np.fromiter((a.shape[1] >= 4 for a in arrs), dtype=bool, count=B)
+    flat = np.zeros((int(counts.sum()), 4))
+    for a, o, k, h in zip(arrs, offsets, counts, has_int):
+        flat[o : o + k, : 4 if h else 3] = a[:, : 4 if h else 3]
+    if not np.isfinite(flat[:, :3]).all():
+        raise ValueError("cluster points contain NaN or inf coordinates")
+    centers = np.zeros((B, 3))
+    mode = np.full(B, 2 if config.center == "centroid" else 1, dtype=np.int64)
+    box_arr = [None] * B if boxes is None else [None if b is None else np.asarray(b, dtype=np.float64).reshape(7)
+                                                for b in boxes]
+    if config.center == "box":
+        for i, b in enumerate(box_arr):
+            if b is not None:
+                centers[i], mode[i] = b[:3], 0
+    imax = -1.0 if config.intensity_max is None else float(config.intensity_max)
+    _kernels.sample_normalize_kernel(flat, offsets, counts, centers, mode, has_int, P, int(seed),
+                                     float(config.metric_scale), imax, out)
+    if config.canonical_heading:  # rotate x, y by -yaw (the rotation commutes with the scaling)
+        for i in range(B):
+            b = box_arr[i]
+            yaw = float(b[6]) if b is not None else principal_heading(flat[offsets[i] : offsets[i] + counts[i], :2])
+            c, s_ = np.cos(-yaw), np.sin(-yaw)
+            x, y = out[i, :, 0].astype(np.float64), out[i, :, 1].astype(np.float64)
+            out[i, :, 0] = c * x - s_ * y
+            out[i, :, 1] = s_ * x + c * y
     return out

@@ -272,4 +272,36 @@ def test_default_encoder_budget():
     assert isinstance(m, PointNet2Encoder)
     # the design budget for 2-core CPU throughput: <= ~50 MFLOP per cluster
     assert m.flops_per_cluster() < 50e6
-    assert 1e5 < sum(p.numel() for p in m.parameters()) < 5e6
+    assert 5e4 < sum(p.numel() for p in m.parameters()) < 5e6
+
+
+def test_normalize_clusters_batch_kernel():
+    """The batch path (one compiled pass) samples rows of each crop the way normalize_cluster does:
+    a subset without repeats when the crop is large enough, every row when it is not; the rows are
+    normalised exactly as normalize_cluster normalises them; numba and plain Python give the same bits."""
+    from clip2_core import _kernels
+
+    rng = np.random.default_rng(4)
+    crops = [(rng.normal(size=(k, 5)) * 8).astype(np.float32) for k in (3, 40, 300)]
+    crops[1][0, 3], crops[2][5, 3], crops[2][6, 3] = np.nan, np.inf, -7.0
+    boxes = [rng.normal(size=7), None, rng.normal(size=7)]
+    for center in ("box", "centroid"):
+        cfg = NormalizationConfig(num_points=64, center=center)
+        batch = normalize_clusters(crops, cfg, seed=3, boxes=boxes)
+        for i, c in enumerate(crops):  # every row of the crop, normalised one cluster at a time
+            every = normalize_cluster(c, NormalizationConfig(num_points=len(c), center=center), rng=0, box=boxes[i])
+            rows = {tuple(r) for r in every.tolist()}
+            got = [tuple(r) for r in batch[i].tolist()]
+            assert all(r in rows for r in got), (center, i)
+            assert len(set(got)) == min(len(c), 64)  # no repeats unless the crop is smaller than P
+    assert batch[2, :, 3].min() >= 0 and batch[2, :, 3].max() <= 1
+    # the same bits without numba (the kernel's plain Python body)
+    flat = np.concatenate([c[:, :4] for c in crops]).astype(np.float64)
+    args = (flat, np.array([0, 3, 43]), np.array([3, 40, 300]), np.zeros((3, 3)), np.array([1, 2, 1]),
+            np.ones(3, bool), 64, 9, 4.0, 255.0)
+    a, b = np.zeros((3, 64, 4), np.float32), np.zeros((3, 64, 4), np.float32)
+    _kernels.sample_normalize_kernel(*args, a)
+    getattr(_kernels.sample_normalize_kernel, "py_func", _kernels.sample_normalize_kernel)(*args, b)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        normalize_clusters([crops[0], np.array([[np.inf, 0, 0, 0]])], NormalizationConfig(num_points=8))
