@@ -1,6 +1,6 @@
 """Benchmark: the node's per-sweep work against a peer built from off-the-shelf parts.
 
-    python bench/node_peer.py [--sweeps 20] [--encoder pointnet2-s-v1] [--repeats 3] [--json out.json]
+    python bench/node_peer.py [--sweeps 20] [--encoder pointnet2-xs-v1] [--repeats 3] [--json out.json]
 
 Both sides take the same nuScenes-sized synthetic sweeps (``make_sweep``, ~32k points) and end
 with what the node publishes for rviz and consumers: a MarkerArray, the labelled PointCloud2 and
@@ -132,7 +132,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweeps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3, help="passes over the sweeps (the first is warm-up)")
-    ap.add_argument("--encoder", default="pointnet2-s-v1")
+    ap.add_argument("--encoder", default="pointnet2-xs-v1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

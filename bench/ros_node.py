@@ -1,6 +1,6 @@
 """Benchmark: per-frame latency of the running lidar_openvocab_node vs the bare Pipeline, and a BEV PNG.
 
-    python bench/ros_node.py [--frames 10] [--encoder pointnet2-s-v1] [--camera]
+    python bench/ros_node.py [--frames 10] [--encoder pointnet2-xs-v1] [--camera]
                              [--checkpoint DIR --clip-model NAME --clip-weights FILE]
                              [--png docs/img/ros_bev.png] [--json out.json]
 
@@ -35,7 +35,7 @@ VOCAB = ["car", "truck", "pedestrian", "bicycle", "traffic cone", "pole"]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=10)
-    ap.add_argument("--encoder", default="pointnet2-s-v1", help="bundled encoder config (random weights)")
+    ap.add_argument("--encoder", default="pointnet2-xs-v1", help="bundled encoder config (random weights)")
     ap.add_argument("--checkpoint", default=None, help="a trained clip2 checkpoint instead")
     ap.add_argument("--clip-model", default="", help="with --checkpoint: CLIP architecture ('' = the checkpoint's)")
     ap.add_argument("--clip-weights", default="", help="with --checkpoint: CLIP weights ('' = the checkpoint's)")

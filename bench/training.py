@@ -1,6 +1,6 @@
 """Benchmark: training throughput (proxies/s), one process vs two DDP processes (gloo, CPU).
 
-    python bench/training.py [--encoder pointnet2-s-v1] [--steps 40] [--json out.json]
+    python bench/training.py [--encoder pointnet2-xs-v1] [--steps 40] [--json out.json]
 
 Proxies: non-ground points of ground-truth boxes of synthetic sweeps (clip2_core.datasets.synth.sweep),
 with random stand-in image embeddings so both loss terms run. CLIP: a tiny random open_clip
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", default="pointnet2-s-v1")
+    ap.add_argument("--encoder", default="pointnet2-xs-v1")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32, help="per process")
     ap.add_argument("--json", type=Path, default=None)

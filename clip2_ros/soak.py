@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report["node_alive"] else 1
 
 
-def bench_node(seconds: float, rate: float = 20.0, n_sweeps: int = 20, encoder: str = "pointnet2-s-v1",
+def bench_node(seconds: float, rate: float = 20.0, n_sweeps: int = 20, encoder: str = "pointnet2-xs-v1",
                checkpoint: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
                domain_id: Optional[int] = None, progress: bool = True, outputs: str = "json") -> Dict[str, Any]:
     import subprocess

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="a soak of this length (e.g. 600)")
     n.add_argument("--rate", type=float, default=20.0, help="sweeps per second (default 20, the nuScenes LiDAR)")
     n.add_argument("--sweeps", type=int, default=20, help="distinct synthetic sweeps, published in turn")
-    n.add_argument("--encoder", default="pointnet2-s-v1", help="bundled encoder config, random weights")
+    n.add_argument("--encoder", default="pointnet2-xs-v1", help="bundled encoder config, random weights (default: the default encoder)")
     n.add_argument("--checkpoint", default=None, help="a trained clip2 checkpoint instead (its CLIP must be available)")
     n.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="a node parameter (repeatable), e.g. --set model.backend=torch")

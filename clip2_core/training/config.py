@@ -36,7 +36,7 @@ class AugmentConfig:
 
 @dataclass
 class ModelSection:
-    name: str = "pointnet2-s-v1"  # encoder config name (clip2_core.encoders.list_models()) or JSON path
+    name: str = "pointnet2-xs-v1"  # encoder config name (clip2_core.encoders.list_models()) or JSON path (= DEFAULT_ENCODER)
 
 
 @dataclass
