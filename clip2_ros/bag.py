@@ -14,6 +14,7 @@ topic                                  type                                  whe
 ``/<CAM>/camera_info``                 ``sensor_msgs/msg/CameraInfo``        with each image
 ``/tf_static``                         ``tf2_msgs/msg/TFMessage``            once, at the bag start (transient local)
 ``/tf``                                ``tf2_msgs/msg/TFMessage``            each ego pose of a written sample_data
+``/LIDAR_TOP/pose``                    ``geometry_msgs/msg/PoseStamped``     with every sweep: LIDAR_TOP in ``map`` at its stamp
 ``/gt/markers``                        ``visualization_msgs/msg/MarkerArray`` each keyframe
 =====================================  ====================================  =========================
 
@@ -55,6 +56,7 @@ log = logging.getLogger("clip2.bag")
 LIDAR_CHANNEL = "LIDAR_TOP"
 LIDAR_TOPIC = "/LIDAR_TOP"
 TF_TOPIC = "/tf"
+LIDAR_POSE_TOPIC = "/LIDAR_TOP/pose"  # the sensor's pose in map per sweep: multi-sweep accumulation without tf2
 TF_STATIC_TOPIC = "/tf_static"
 GT_MARKERS_TOPIC = "/gt/markers"
 MAP_FRAME = "map"  # nuScenes "global" frame
@@ -376,6 +378,17 @@ class _Messages:
         )
         return T["geometry_msgs/msg/TransformStamped"](header=self.header(t_ns, parent), child_frame_id=child, transform=tf)
 
+    def pose_stamped(self, T: np.ndarray, t_ns: int, frame_id: str):
+        """PoseStamped of a 4x4 pose ``T`` (frame_id <- the posed frame)."""
+        from scipy.spatial.transform import Rotation
+
+        P = self.T
+        qx, qy, qz, qw = (float(v) for v in Rotation.from_matrix(np.asarray(T)[:3, :3]).as_quat())
+        pose = P["geometry_msgs/msg/Pose"](
+            position=P["geometry_msgs/msg/Point"](x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+            orientation=P["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+        return P["geometry_msgs/msg/PoseStamped"](header=self.header(t_ns, frame_id), pose=pose)
+
     def tf_message(self, transforms: List):
         return self.T["tf2_msgs/msg/TFMessage"](transforms=transforms)
 
@@ -468,6 +481,7 @@ def write_scene_bag(source: NuScenesSource, plan: ScenePlan, path: Path, storage
         connect(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", depth=1, transient_local=True)
         connect(TF_TOPIC, "tf2_msgs/msg/TFMessage", depth=100)
         connect(LIDAR_TOPIC, "sensor_msgs/msg/PointCloud2")
+        connect(LIDAR_POSE_TOPIC, "geometry_msgs/msg/PoseStamped", depth=20)
         for cam in plan.cameras:
             connect(image_topic(cam), "sensor_msgs/msg/CompressedImage")
             connect(camera_info_topic(cam), "sensor_msgs/msg/CameraInfo")
@@ -508,6 +522,9 @@ def write_scene_bag(source: NuScenesSource, plan: ScenePlan, path: Path, storage
                         skipped.append(SkippedFile(it.channel, sd["token"], sd["filename"],
                                                    f"bad: {len(raw)} bytes is not a multiple of {LIDAR_POINT_STEP}"))
                         continue
+                    T_map_lidar = pose_matrix(nusc.get("ego_pose", sd["ego_pose_token"])) @ pose_matrix(
+                        nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]))
+                    put(LIDAR_POSE_TOPIC, it.t_us, msgs.pose_stamped(T_map_lidar, t_ns, MAP_FRAME))
                     put(LIDAR_TOPIC, it.t_us, msgs.pointcloud(raw, t_ns, it.channel))
                 else:
                     if raw[:2] != JPEG_MAGIC:
@@ -588,6 +605,7 @@ def scene_parameters(source: NuScenesSource, plan: ScenePlan) -> Dict[str, Any]:
     nested["lidar"]["topic"] = LIDAR_TOPIC
     nested["lidar"]["intensity_max"] = 255.0
     nested["tf_fixed_frame"] = MAP_FRAME  # the bag's /tf is map -> base_link (the nuScenes ego poses)
+    nested["accumulate"]["pose_topic"] = LIDAR_POSE_TOPIC  # for accumulate.sweeps > 1 without tf2
     first = next((s for s in plan.samples if LIDAR_CHANNEL in s["data"]), plan.samples[0])
     cams = [c for c in plan.cameras if c in first["data"]]
     if cams:

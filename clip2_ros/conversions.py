@@ -527,6 +527,15 @@ def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray
     return geometry.quaternion_to_matrix((x, y, z, w), scalar_first=False)
 
 
+def pose_to_matrix(xyz_quat) -> np.ndarray:
+    """``(x, y, z, qx, qy, qz, qw)`` (a geometry_msgs/Pose's numbers) -> (4, 4) float64."""
+    x, y, z, qx, qy, qz, qw = (float(v) for v in xyz_quat)
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_rotation(qx, qy, qz, qw)
+    T[:3, 3] = (x, y, z)
+    return T
+
+
 def transform_msg_to_matrix(transform) -> np.ndarray:
     """geometry_msgs/Transform -> (4, 4) float64."""
     t, q = transform.translation, transform.rotation

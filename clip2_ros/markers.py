@@ -177,6 +177,7 @@ def detections_to_dict(
     image_used: Optional[Sequence[bool]] = None,
     identity: Optional[Dict] = None,
     cameras: Optional[Dict[str, float]] = None,
+    sweeps: Optional[int] = None,
 ) -> dict:
     """The per-frame JSON document as a dict (see the module docstring).
 
@@ -185,6 +186,7 @@ def detections_to_dict(
     ``clip`` model and weights identity, ``random_clip``, encoder, backend); copied into the
     document, with a ``warning`` when the CLIP weights are random.
     ``cameras``: camera name -> stamp [s] of the image used with this sweep (``cameras`` in the document).
+    ``sweeps``: LiDAR sweeps accumulated into this frame (``sweeps``; only with ``accumulate.sweeps`` > 1).
     """
     dets = []
     for i, d in enumerate(detections):
@@ -212,6 +214,8 @@ def detections_to_dict(
     }
     if cameras is not None:
         doc["cameras"] = {k: float(v) for k, v in cameras.items()}
+    if sweeps is not None:
+        doc["sweeps"] = int(sweeps)
     if identity is not None:
         doc.update({k: identity[k] for k in ("clip", "random_clip", "encoder", "backend", "encoder_fallback") if k in identity})
         if identity.get("random_clip"):

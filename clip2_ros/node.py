@@ -66,9 +66,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64, String
 from visualization_msgs.msg import MarkerArray
 
+from clip2_core.accumulate import TIME_LAG_FIELD, PoseBuffer, SweepAccumulator
 from clip2_core.frames import frame_from_arrays, keep_range_for, pick_nearest_stamp
 from clip2_core.geometry import invert_transform
-from clip2_core.sysmem import trim_heap
+from clip2_core.sysmem import HOLD_HEAP_ENV, hold_heap, trim_heap
 from clip2_core.types import CameraView, Frame
 
 from clip2_ros import params as P
@@ -79,6 +80,7 @@ from clip2_ros.conversions import (
     compressed_image_to_rgb,
     image_to_rgb,
     pointcloud2_to_array,
+    pose_to_matrix,
     stamp_to_seconds,
     transform_msg_to_matrix,
 )
@@ -231,8 +233,13 @@ class LidarOpenVocabNode(Node):
         self._vocab_thread.start()
         self.add_on_set_parameters_callback(self._check_parameters)
 
+        # multi-sweep accumulation: earlier sweeps moved into the current one with the ego motion, the
+        # sensor's pose from a PoseStamped topic or from tf2 (the cloud frame in tf_fixed_frame)
+        self._accumulator = SweepAccumulator(self.params.accumulate) if self.params.accumulate.sweeps > 1 else None
+        self._poses: Optional[PoseBuffer] = None
         self._tf_buffer = None
-        if self.params.use_tf and self.params.cameras:
+        wants_tf = bool(self.params.cameras) or (self._accumulator is not None and not self.params.pose_topic)
+        if self.params.use_tf and wants_tf:
             self._tf_buffer = self._make_tf_buffer()
 
         # publishers
@@ -279,6 +286,16 @@ class LidarOpenVocabNode(Node):
                 CameraInfo, cam.camera_info_topic, self._info_callback(state), sensor_qos(1),
                 callback_group=self._camera_group,
             )
+        if self._accumulator is not None and self.params.pose_topic:
+            from geometry_msgs.msg import PoseStamped
+
+            self._poses = PoseBuffer()
+            # best effort accepts reliable publishers too (ros2 bag play); a backlog of poses is useful here
+            self.create_subscription(PoseStamped, self.params.pose_topic, self._on_pose, sensor_qos(50),
+                                     callback_group=self._camera_group)
+        if self._accumulator is not None:
+            src = self.params.pose_topic or f"tf2 ({self.params.tf_fixed_frame or 'no fixed frame'})"
+            self.get_logger().info(f"accumulating {self.params.accumulate.sweeps} sweeps; sensor poses from {src}")
         self._stats_timer = self.create_timer(1.0, self.publish_stats, callback_group=self._camera_group)
         self.get_logger().info(
             f"listening on {self.sub_cloud.topic_name}"
@@ -403,6 +420,38 @@ class LidarOpenVocabNode(Node):
         self._tf_listener = TransformListener(buf, self, spin_thread=False)
         return buf
 
+    def _on_pose(self, msg) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        vals = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        norm = float(np.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w))
+        if not np.isfinite(vals).all() or not norm > 0:
+            self._warn("bad_pose", f"{self.params.pose_topic}: non-finite or zero pose skipped")
+            return
+        self._poses.add(stamp_to_seconds(msg.header.stamp), pose_to_matrix(vals))
+
+    def _sweep_pose(self, lidar_frame: str, stamp, t: float) -> Optional[np.ndarray]:
+        """The LiDAR frame's pose in the fixed frame at the sweep (None: not known; the sweep goes alone)."""
+        if self._poses is not None:
+            T = self._poses.at(t)
+            if T is None:
+                self._warn("accumulate_no_pose", f"no pose on {self.params.pose_topic} at the sweep's stamp "
+                           f"({len(self._poses)} buffered): this sweep is not accumulated")
+            return T
+        fixed = self.params.tf_fixed_frame
+        if self._tf_buffer is None or not fixed:
+            self._warn("accumulate_no_pose", "accumulate.sweeps > 1 needs accumulate.pose_topic, or tf2 with "
+                       "tf_fixed_frame: sweeps are not accumulated")
+            return None
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            tf = self._tf_buffer.lookup_transform(fixed, lidar_frame, Time.from_msg(stamp), timeout=Duration(seconds=0))
+        except Exception as exc:  # not (yet) known at this stamp
+            self._warn("accumulate_no_pose", f"tf2 {fixed} <- {lidar_frame} at the sweep: {exc}; not accumulated")
+            return None
+        return transform_msg_to_matrix(tf.transform)
+
     def _image_callback(self, state: _CameraState) -> Callable[[Any], None]:
         def cb(msg) -> None:
             with state.lock:
@@ -521,6 +570,12 @@ class LidarOpenVocabNode(Node):
             self._warn("empty_cloud", "empty PointCloud2 (or no finite points): publishing no detections")
             self._publish(msg, frame, [], None, timings, t0, list(self.pipeline.vocabulary), [])
             return
+        sweeps = 1
+        if self._accumulator is not None:
+            t_acc = time.perf_counter()
+            points, sweeps = self._accumulator.add(frame.points, t, self._sweep_pose(frame_id, msg.header.stamp, t))
+            frame.points, frame.point_fields = points, (*frame.point_fields, TIME_LAG_FIELD)
+            timings["accumulate"] = (time.perf_counter() - t_acc) * 1e3
         t1 = time.perf_counter()
         if self.cameras and self.params.pipeline.get("ensemble", False):
             frame.cameras = self._camera_views(t, frame_id, msg.header.stamp)
@@ -540,11 +595,12 @@ class LidarOpenVocabNode(Node):
         # pipeline stages keep their names; its own total becomes "pipeline" ("total" is the node's)
         timings.update({("pipeline" if k == "total" else k): float(v) for k, v in result.timings_ms.items()})
         self._publish(msg, frame, result.detections, result.segmentation, timings, t0, result.vocabulary,
-                      list(result.image_used), {n: v.stamp for n, v in (frame.cameras or {}).items()})
+                      list(result.image_used), {n: v.stamp for n, v in (frame.cameras or {}).items()}, sweeps)
 
     def _publish(
         self, msg, frame: Frame, detections, segmentation, timings: Dict[str, float], t0: float,
         vocabulary: List[str], image_used: Optional[List[bool]] = None, cameras: Optional[Dict[str, float]] = None,
+        sweeps: int = 1,
     ) -> None:
         """Publish one frame's outputs; ``vocabulary``: the one its labels come from (label_id indexes it)."""
         t_pub = time.perf_counter()
@@ -565,7 +621,7 @@ class LidarOpenVocabNode(Node):
         self.pub_json.publish(
             String(data=detections_to_json(
                 detections, frame.stamp, frame.frame_id, vocabulary, dict(timings, total=total), image_used,
-                identity=self._identity, cameras=cameras,
+                identity=self._identity, cameras=cameras, sweeps=sweeps if self._accumulator is not None else None,
             ))
         )
         self.pub_time.publish(Float64(data=total))
@@ -618,6 +674,8 @@ def main(args: Optional[List[str]] = None) -> int:
     """
     from clip2_ros.dds import apply_large_data_profile
 
+    if os.environ.get(HOLD_HEAP_ENV, "1") != "0":  # no fresh zero pages per sweep (clip2_core.sysmem.hold_heap)
+        hold_heap()
     try:  # covers the node's own large outputs (labelled cloud); the senders of clouds need it too (docs/dds.md)
         apply_large_data_profile()
     except FileNotFoundError:  # a broken install: default DDS settings

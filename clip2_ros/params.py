@@ -267,6 +267,8 @@ class NodeParams:
     publish_vision_msgs: bool
     warn_throttle_s: float
     pipeline: Dict[str, Any] = field(default_factory=dict)  # nested dict for PipelineConfig.from_dict
+    accumulate: Any = None  # clip2_core.accumulate.AccumulateConfig
+    pose_topic: str = ""  # geometry_msgs/PoseStamped of the LiDAR frame per sweep ("" = tf2)
 
 
 def pipeline_dict(nested: Mapping[str, Any]) -> Dict[str, Any]:
@@ -289,6 +291,9 @@ def pipeline_dict(nested: Mapping[str, Any]) -> Dict[str, Any]:
 
 def node_params(nested: Mapping[str, Any]) -> NodeParams:
     """Validated nested parameters -> NodeParams (call :func:`validate` first)."""
+    from clip2_core.accumulate import AccumulateConfig
+
+    acc = nested["accumulate"]
     cams = nested["cameras"]
     cameras = []
     if cams["enabled"]:
@@ -318,6 +323,9 @@ def node_params(nested: Mapping[str, Any]) -> NodeParams:
         publish_vision_msgs=bool(nested["publish"]["vision_msgs"]),
         warn_throttle_s=float(nested["warn_throttle_s"]),
         pipeline=pipeline_dict(nested),
+        accumulate=AccumulateConfig(sweeps=int(acc["sweeps"]), max_age=float(acc["max_age"]),
+                                    min_range=float(acc["min_range"])),
+        pose_topic=str(acc["pose_topic"]),
     )
 
 

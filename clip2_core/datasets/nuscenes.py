@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from clip2_core.accumulate import TIME_LAG_FIELD, AccumulateConfig, merge_sweeps
 from clip2_core.geometry import invert_transform, make_transform, quaternion_to_matrix
 from clip2_core.types import Box3D, CameraView, Frame, boxes_to_array
 
@@ -135,7 +136,9 @@ class NuScenesReader:
         class_map: see :func:`load_class_map`.
         cameras: camera channels to attach (default all six); ``()`` for none.
         load_images: decode JPEGs into ``CameraView.image`` (else only ``image_path`` is set).
-        nsweeps: LiDAR sweeps to accumulate per frame (1 = the keyframe sweep only).
+        nsweeps: LiDAR sweeps to accumulate per frame (1 = the keyframe sweep only); the earlier ones are
+            moved into the keyframe's sensor frame and get a ``time_lag`` column (clip2_core.accumulate).
+        sweep_min_range: earlier sweeps' returns this close to their own sensor (BEV) are dropped (the ego body).
         nusc: an already loaded ``NuScenes`` object to reuse.
     """
 
@@ -150,6 +153,7 @@ class NuScenesReader:
         load_images: bool = True,
         nsweeps: int = 1,
         nusc=None,
+        sweep_min_range: float = AccumulateConfig.min_range,
     ):
         self.dataroot = Path(dataroot)
         self.version = version
@@ -161,6 +165,7 @@ class NuScenesReader:
         self.cameras = tuple(CAMERA_CHANNELS if cameras is None else cameras)
         self.load_images = load_images
         self.nsweeps = int(nsweeps)
+        self.sweep_min_range = float(sweep_min_range)
         if nusc is None:
             from nuscenes.nuscenes import NuScenes
 
@@ -233,22 +238,18 @@ class NuScenesReader:
         T_glob_lidar = invert_transform(T_lidar_glob)
         points = self.load_points(lidar_tok)
         fields = ("x", "y", "z", "intensity", "ring")
-        if self.nsweeps > 1:
-            parts = [np.concatenate([points, np.zeros((len(points), 1), np.float32)], axis=1)]
+        if self.nsweeps > 1:  # earlier sweeps moved into this one's frame (clip2_core.accumulate, as the node does)
+            past = []
             tok = lidar_sd["prev"]
             t_ref = lidar_sd["timestamp"]
             for _ in range(self.nsweeps - 1):
                 if not tok:
                     break
                 sd = nusc.get("sample_data", tok)
-                pts = self.load_points(tok)
-                T = T_glob_lidar @ self.sensor_to_global(tok)
-                xyz = pts[:, :3].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
-                lag = np.full((len(pts), 1), (t_ref - sd["timestamp"]) * 1e-6, np.float32)
-                parts.append(np.concatenate([xyz.astype(np.float32), pts[:, 3:5], lag], axis=1))
+                past.append((self.load_points(tok), T_glob_lidar @ self.sensor_to_global(tok), (t_ref - sd["timestamp"]) * 1e-6))
                 tok = sd["prev"]
-            points = np.concatenate(parts)
-            fields = fields + ("time_lag",)
+            points = merge_sweeps(points, past, self.sweep_min_range)
+            fields = fields + (TIME_LAG_FIELD,)
         cameras: Dict[str, CameraView] = {}
         for ch in self.cameras:
             if ch not in sample["data"]:

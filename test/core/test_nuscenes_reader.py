@@ -224,3 +224,47 @@ def test_pose_matrix_matches_pyquaternion_for_tilted_poses():
         assert np.allclose(T[:3, :3], q.rotation_matrix, atol=1e-12)
         assert np.allclose(T[:3, 3], rec["translation"])
         assert np.allclose(invert_transform(T) @ T, np.eye(4), atol=1e-12)
+
+
+def test_multisweep_matches_devkit_and_the_node_accumulator(root, reader):
+    """The reader's accumulation equals nuscenes-devkit's LidarPointCloud.from_file_multisweep, and
+    the streaming SweepAccumulator the node runs gives the same frame from the same sweeps and poses."""
+    from nuscenes.utils.data_classes import LidarPointCloud
+
+    from clip2_core.accumulate import AccumulateConfig, SweepAccumulator
+
+    multi = NuScenesReader(root, VERSION, nsweeps=4, nusc=reader.nusc, cameras=(), sweep_min_range=0.0)
+    tok = multi.sample_tokens[1]
+    f = multi.frame(tok)
+    pc, times = LidarPointCloud.from_file_multisweep(reader.nusc, reader.nusc.get("sample", tok), "LIDAR_TOP",
+                                                     "LIDAR_TOP", nsweeps=4, min_distance=0.0)
+    assert pc.points.shape[1] == len(f.points) and np.unique(f.points[:, 5]).size == 4
+    np.testing.assert_allclose(f.points[:, :3], pc.points[:3].T, atol=1e-4)
+    np.testing.assert_array_equal(f.points[:, 3], pc.points[3])
+    np.testing.assert_allclose(f.points[:, 5], times[0], atol=1e-6)
+
+    # the node's path: every sweep in time order, each with its sensor pose
+    nusc = reader.nusc
+    chain = []
+    sd_tok = nusc.get("sample", tok)["data"]["LIDAR_TOP"]
+    while sd_tok and len(chain) < 6:  # the keyframe and up to five before it
+        chain.append(sd_tok)
+        sd_tok = nusc.get("sample_data", sd_tok)["prev"]
+    assert len(chain) >= 4
+    acc = SweepAccumulator(AccumulateConfig(sweeps=4, min_range=0.0))
+    for t in reversed(chain):
+        sd = nusc.get("sample_data", t)
+        merged, n = acc.add(reader.load_points(t), sd["timestamp"] * 1e-6, reader.sensor_to_global(t))
+    assert n == 4
+    np.testing.assert_allclose(merged, f.points, atol=2e-4)
+    # the ego body of earlier sweeps is dropped; no pose or a jump back in time: the sweep alone
+    far = NuScenesReader(root, VERSION, nsweeps=4, nusc=reader.nusc, cameras=()).frame(tok)
+    old = far.points[:, 5] > 0
+    assert len(far.points) <= len(f.points)
+    cur = reader.load_points(chain[0])
+    assert acc.add(cur, 1e9, None)[1] == 1 and len(acc) == 0
+    acc.add(cur, 10.0, np.eye(4))
+    assert acc.add(cur, 5.0, np.eye(4))[1] == 1
+    with pytest.raises(ValueError, match="sweeps"):
+        AccumulateConfig(sweeps=0)
+    assert old.any()

@@ -104,7 +104,7 @@ def mcap_out(world, tmp_path_factory):
 def _expected_counts(tables: Tables, scene: str, keyframes_only: bool = False, cameras=CAMERAS):
     sds = tables.scene_sd(scene, keyframes_only)
     written = [sd for ch in ("LIDAR_TOP", *cameras) for sd in sds[ch]]
-    counts = {"/LIDAR_TOP": len(sds["LIDAR_TOP"]), "/tf_static": 1,
+    counts = {"/LIDAR_TOP": len(sds["LIDAR_TOP"]), "/LIDAR_TOP/pose": len(sds["LIDAR_TOP"]), "/tf_static": 1,
               "/tf": len({tables.ego[sd["ego_pose_token"]]["timestamp"] for sd in written}),
               "/gt/markers": len(tables.scene_samples(scene))}
     for cam in cameras:
@@ -197,6 +197,16 @@ def test_rosbags_reads_back_every_message(mcap_out, tables, world, scene):
         tr, q = tf.transform.translation, tf.transform.rotation
         assert np.allclose([tr.x, tr.y, tr.z], pose["translation"])
         assert np.allclose([q.w, q.x, q.y, q.z], pose["rotation"])
+    # /LIDAR_TOP/pose: the sensor in map at each sweep (ego pose x calibrated_sensor), the sweep's stamp
+    from clip2_core.datasets.nuscenes import pose_matrix
+    from scipy.spatial.transform import Rotation
+
+    assert [t for t, _, _ in by_topic["/LIDAR_TOP/pose"]] == [t for t, _, _ in by_topic["/LIDAR_TOP"]]
+    for (t_ns, msg, _), sd in zip(by_topic["/LIDAR_TOP/pose"], sds["LIDAR_TOP"]):
+        T = pose_matrix(tables.ego[sd["ego_pose_token"]]) @ pose_matrix(tables.cs[sd["calibrated_sensor_token"]])
+        p, q = msg.pose.position, msg.pose.orientation
+        assert msg.header.frame_id == "map" and np.allclose([p.x, p.y, p.z], T[:3, 3])
+        assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), T[:3, :3], atol=1e-9)
     # /tf_static: base_link -> every sensor of the first keyframe, from calibrated_sensor
     ((t_static, static, _),) = by_topic["/tf_static"]
     assert t_static == times[0]
@@ -252,7 +262,8 @@ def test_mcap_library_decodes_every_message(mcap_out, tables, world):
     counts = Counter()
     lidar_files = iter(sds["LIDAR_TOP"])
     front_files = iter(sds["CAM_FRONT"])
-    types = {"/LIDAR_TOP": "sensor_msgs/msg/PointCloud2", "/tf": "tf2_msgs/msg/TFMessage",
+    types = {"/LIDAR_TOP": "sensor_msgs/msg/PointCloud2", "/LIDAR_TOP/pose": "geometry_msgs/msg/PoseStamped",
+             "/tf": "tf2_msgs/msg/TFMessage",
              "/tf_static": "tf2_msgs/msg/TFMessage", "/gt/markers": "visualization_msgs/msg/MarkerArray",
              **{f"/{c}/image_rect_compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERAS},
              **{f"/{c}/camera_info": "sensor_msgs/msg/CameraInfo" for c in CAMERAS}}
