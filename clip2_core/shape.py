@@ -185,15 +185,25 @@ def field_of_view(points: np.ndarray, sensor_xy: Sequence[float] = (0.0, 0.0), b
     p = np.asarray(points)
     if p.shape[0] == 0:
         return None
-    d = p[:, :2].astype(np.float64) - np.asarray(sensor_xy, dtype=np.float64)
-    d = d[np.isfinite(d[:, 0]) & np.isfinite(d[:, 1])]  # (not .all(axis=1): a 2-wide reduction is 10x slower)
-    if d.shape[0] == 0:
-        return None
     n_bins = int(round(360.0 / bin_deg))
     width = 2 * np.pi / n_bins
-    az = np.arctan2(d[:, 1], d[:, 0])
-    k = np.minimum(((az + np.pi) / width).astype(np.int64), n_bins - 1)
-    occupied = np.bincount(k, minlength=n_bins) > 0
+    sensor = np.asarray(sensor_xy, dtype=np.float64)
+
+    def occupancy(xy):
+        dx, dy = xy[:, 0] - sensor[0], xy[:, 1] - sensor[1]
+        ok = np.isfinite(dx) & np.isfinite(dy)
+        az = np.arctan2(dy[ok], dx[ok])
+        k = np.minimum(((az + np.pi) / width).astype(np.int64), n_bins - 1)
+        return np.bincount(k, minlength=n_bins) > 0, az.size
+
+    # every 4th point first: when those already fill every bin, so do all (a 360-degree sweep: 0.2 vs 2.4 ms)
+    if p.shape[0] >= 8 * n_bins:
+        occ, _ = occupancy(p[::4, :2].astype(np.float64))
+        if occ.all():
+            return None
+    occupied, n_finite = occupancy(p[:, :2].astype(np.float64))
+    if n_finite == 0:
+        return None
     empty = np.flatnonzero(~occupied)
     if empty.size == 0:
         return None

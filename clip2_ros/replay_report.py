@@ -94,6 +94,9 @@ def markdown(report: Mapping[str, Any], pictures: Mapping[str, str]) -> str:
               "| class | objects | recall@1m | label accuracy |", "|---|---|---|---|"]
     for c, m in ov["per_class"].items():
         lines.append(f"| {c} | {m['objects']} | {_fmt(m['recall'], True)} | {_fmt(m['label_accuracy'], True)} |")
+    if ov.get("by_range"):
+        lines += ["", "Recall@1m by range from the sensor: " + ", ".join(
+            f"{k} {_fmt(v['recall'], True)} ({v['found']}/{v['objects']})" for k, v in ov["by_range"].items()) + "."]
     lines += ["", "## nuScenes detection metrics (nuscenes-devkit DetectionEval)", ""]
     if "skipped" in dk:
         lines.append(f"Skipped: {dk['skipped']}")

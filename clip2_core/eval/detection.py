@@ -16,6 +16,9 @@ collects one :class:`ScoredFrame` per keyframe and calls :func:`open_vocab_metri
   the share whose detection label, mapped to a class name (:func:`canonical_label`), equals the
   object's class. ``unknown`` is a wrong label.
 - **Confusion**: ground-truth class x predicted class over the same matched pairs.
+- **Recall by range** (``by_range``): class-agnostic recall@``label_threshold`` of the objects whose
+  bird's-eye distance from the sensor falls in each of ``RANGE_BINS`` (far objects are where
+  multi-sweep accumulation is meant to help).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ DEFAULT_ATTRIBUTE: Dict[str, str] = {
     "bicycle": "cycle.without_rider", "traffic_cone": "", "barrier": "",
 }
 MAX_BOXES_PER_SAMPLE = 500  # the devkit refuses more
+RANGE_BINS = (0.0, 20.0, 40.0, float("inf"))  # [m] bird's-eye distance bins of recall by range
 
 
 def canonical_label(label: str, label_map: Optional[Mapping[str, Optional[str]]] = None) -> str:
@@ -212,6 +216,30 @@ def open_vocab_metrics(
     out["confusion"] = {g: dict(sorted(r.items())) for g, r in sorted(confusion.items())}
     out["unknown"] = {"detections": unknown_total, "on_objects": unknown_on_object,
                       "on_long_tail_objects": unknown_on_long_tail}
+    out["by_range"] = recall_by_range(frames, min_points, label_threshold)
+    return out
+
+
+def recall_by_range(frames: Iterable[ScoredFrame], min_points: int = 10, max_dist: float = 1.0,
+                    bins: Sequence[float] = RANGE_BINS) -> Dict[str, Dict[str, float]]:
+    """Class-agnostic recall@``max_dist`` per bird's-eye range bin of the objects (``"0-20m"``: objects,
+    found, recall)."""
+    edges = list(bins)
+    tot = {i: [0, 0] for i in range(len(edges) - 1)}
+    for f in frames:
+        pairs = greedy_match(f.det_boxes[:, :2], f.gt_boxes[:, :2], max_dist)
+        found = {g for _, g in pairs}
+        rng = np.hypot(f.gt_boxes[:, 0], f.gt_boxes[:, 1])
+        for g in np.flatnonzero(f.gt_points >= min_points):
+            i = int(np.searchsorted(edges, rng[g], side="right")) - 1
+            if 0 <= i < len(edges) - 1:
+                tot[i][0] += 1
+                tot[i][1] += int(g in found)
+    out = {}
+    for i, (n, k) in tot.items():
+        hi = "" if not np.isfinite(edges[i + 1]) else f"{edges[i + 1]:g}"
+        out[f"{edges[i]:g}-{hi}m" if hi else f">{edges[i]:g}m"] = {
+            "objects": n, "found": k, "recall": k / n if n else float("nan")}
     return out
 
 
