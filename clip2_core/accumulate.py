@@ -113,11 +113,14 @@ class SweepAccumulator:
 
 class PoseBuffer:
     """Recent sensor poses by stamp (a pose topic), looked up at a sweep's stamp: the pose with that
-    stamp (within ``tolerance`` s), else interpolated between the two that bracket it (position
-    linear, rotation slerp). No extrapolation: a stamp outside the buffer has no pose."""
+    stamp (within ``tolerance`` s), else interpolated between the two that bracket it, else (a sweep
+    that arrives just before its pose: two topics give no order) extrapolated from the newest two
+    by at most ``max_extrapolation`` s at their velocity. Position linear, rotation along the
+    geodesic (slerp). Otherwise None."""
 
-    def __init__(self, size: int = 100, tolerance: float = 0.005):
+    def __init__(self, size: int = 100, tolerance: float = 0.005, max_extrapolation: float = 0.1):
         self.tolerance = float(tolerance)
+        self.max_extrapolation = float(max_extrapolation)
         self._poses: Deque[Tuple[float, np.ndarray]] = deque(maxlen=int(size))
 
     def __len__(self) -> int:
@@ -141,13 +144,19 @@ class PoseBuffer:
         for j in (i - 1, i):
             if 0 <= j < len(poses) and abs(stamps[j] - stamp) <= self.tolerance:
                 return poses[j][1]
-        if i == 0 or i == len(poses):
+        if 0 < i < len(poses):
+            a, b = i - 1, i
+        elif i == len(poses) and len(poses) >= 2 and stamp - stamps[-1] <= self.max_extrapolation:
+            a, b = len(poses) - 2, len(poses) - 1
+        else:
             return None
-        (t0, A), (t1, B) = poses[i - 1], poses[i]
+        (t0, A), (t1, B) = poses[a], poses[b]
         w = (stamp - t0) / (t1 - t0)
-        from scipy.spatial.transform import Rotation, Slerp
+        from scipy.spatial.transform import Rotation
 
+        R0 = Rotation.from_matrix(A[:3, :3])
+        step = (R0.inv() * Rotation.from_matrix(B[:3, :3])).as_rotvec()
         out = np.eye(4)
-        out[:3, :3] = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([A[:3, :3], B[:3, :3]])))([w]).as_matrix()[0]
+        out[:3, :3] = (R0 * Rotation.from_rotvec(step * w)).as_matrix()
         out[:3, 3] = (1 - w) * A[:3, 3] + w * B[:3, 3]
         return out

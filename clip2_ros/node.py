@@ -274,6 +274,14 @@ class LidarOpenVocabNode(Node):
         # subscriptions
         self._lidar_group = MutuallyExclusiveCallbackGroup()
         self._camera_group = MutuallyExclusiveCallbackGroup()
+        if self._accumulator is not None and self.params.pose_topic:
+            from geometry_msgs.msg import PoseStamped
+
+            self._poses = PoseBuffer()
+            # created before the LiDAR subscription, so that a pose and a sweep ready together are taken
+            # in that order; best effort accepts reliable publishers too (ros2 bag play)
+            self.create_subscription(PoseStamped, self.params.pose_topic, self._on_pose, sensor_qos(50),
+                                     callback_group=self._camera_group)
         self.sub_cloud = self.create_subscription(
             PointCloud2, self.params.lidar_topic, self._on_cloud, sensor_qos(1), callback_group=self._lidar_group,
             event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
@@ -290,13 +298,6 @@ class LidarOpenVocabNode(Node):
                 CameraInfo, cam.camera_info_topic, self._info_callback(state), sensor_qos(1),
                 callback_group=self._camera_group,
             )
-        if self._accumulator is not None and self.params.pose_topic:
-            from geometry_msgs.msg import PoseStamped
-
-            self._poses = PoseBuffer()
-            # best effort accepts reliable publishers too (ros2 bag play); a backlog of poses is useful here
-            self.create_subscription(PoseStamped, self.params.pose_topic, self._on_pose, sensor_qos(50),
-                                     callback_group=self._camera_group)
         if self._accumulator is not None:
             src = self.params.pose_topic or f"tf2 ({self.params.tf_fixed_frame or 'no fixed frame'})"
             self.get_logger().info(f"accumulating {self.params.accumulate.sweeps} sweeps; sensor poses from {src}")

@@ -13,15 +13,17 @@ def _pose(yaw_deg, xyz):
     return T
 
 
-def test_pose_buffer_exact_interpolated_or_nothing():
-    buf = PoseBuffer(size=10, tolerance=0.005)
+def test_pose_buffer_exact_interpolated_extrapolated_or_nothing():
+    buf = PoseBuffer(size=10, tolerance=0.005, max_extrapolation=0.1)
     assert buf.at(1.0) is None
     buf.add(1.0, _pose(0, (0, 0, 0)))
     buf.add(1.1, _pose(20, (2, 0, 0)))
     np.testing.assert_array_equal(buf.at(1.003), _pose(0, (0, 0, 0)))  # within the tolerance: that pose
     mid = buf.at(1.05)  # halfway: position linear, rotation slerped
     np.testing.assert_allclose(mid, _pose(10, (1, 0, 0)), atol=1e-9)
-    assert buf.at(0.9) is None and buf.at(1.2) is None  # never extrapolated
+    # a sweep just ahead of its pose: the newest two poses' motion carried on, at most 0.1 s
+    np.testing.assert_allclose(buf.at(1.15), _pose(30, (3, 0, 0)), atol=1e-9)
+    assert buf.at(0.9) is None and buf.at(1.25) is None  # never into the past, never far ahead
     buf.add(1.05, _pose(90, (9, 9, 9)))  # out of order: ignored, the buffer stays sorted
     np.testing.assert_allclose(buf.at(1.05), mid, atol=1e-9)
     buf.add(0.0, _pose(0, (5, 5, 5)))  # time jumped back (a bag that loops): a fresh start
