@@ -123,11 +123,7 @@ def keep_range_of(params: P.NodeParams) -> float:
 
 def cloud_to_frame(msg: PointCloud2, params: P.NodeParams, keep_range: float):
     """``(Frame, FrameDrops)`` of a PointCloud2 as the node builds it (CloudFormatError / ValueError when malformed)."""
-    present = {f.name for f in msg.fields}
-    wanted = ["x", "y", "z"] + ([params.intensity_field] if params.intensity_field in present else [])
-    # only the columns the frame keeps (a ring or time field is not converted); a missing x/y/z is
-    # still the decoder's CloudFormatError
-    points, names = pointcloud2_to_array(msg, fields=wanted if {"x", "y", "z"} <= present else None)
+    points, names = pointcloud2_to_array(msg)
     return frame_from_arrays(
         points, names, stamp=stamp_to_seconds(msg.header.stamp), frame_id=params.lidar_frame_id or msg.header.frame_id,
         intensity_field=params.intensity_field, intensity_max=params.intensity_max, keep_range=keep_range,

@@ -348,7 +348,8 @@ def test_params_file_validates_and_matches_calibration(mcap_out, tables):
     # every other key keeps the shipped default
     default = flatten(load_param_file(default_param_file()))
     ours = flatten(nested)
-    changed = {k for k in ours if k.startswith("cameras.") or k in ("lidar.topic", "tf_fixed_frame")}
+    changed = {k for k in ours if k.startswith("cameras.") or k in ("lidar.topic", "tf_fixed_frame", "accumulate.pose_topic")}
+    assert ours["accumulate.pose_topic"] == "/LIDAR_TOP/pose"  # sweeps can be accumulated without tf2
     assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in default.items()
                                                                    if k not in changed and not k.startswith("cameras.")}
     assert nested["tf_fixed_frame"] == "map"  # the bag's /tf: map -> base_link
